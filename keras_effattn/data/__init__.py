@@ -1,0 +1,20 @@
+"""Data: IMDB, GLUE and WikiText readers, cleaning, seeded splits and dataset statistics.
+
+Readers return a `TextDataset` (texts + labels in memory) whose `to_tf_dataset` gives the
+tf.data pipeline. Shared data lives in `../shared/data` relative to the repository root.
+"""
+
+from keras_effattn.data.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_text, clean_texts
+from keras_effattn.data.dataset import TextDataset
+from keras_effattn.data.imdb import IMDB_CLASS_NAMES, IMDB_SPLITS, read_imdb
+
+__all__ = [
+    "ENGLISH_STOP_WORDS",
+    "IMDB_CLASS_NAMES",
+    "IMDB_SPLITS",
+    "NEGATIONS",
+    "TextDataset",
+    "clean_text",
+    "clean_texts",
+    "read_imdb",
+]
