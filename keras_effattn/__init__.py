@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from keras_effattn.layers.fused_attention import FusedAttention
 from keras_effattn.layers.spec import LayerSpec
 from keras_effattn.layers.spec import format_attention_spec
 from keras_effattn.layers.spec import make_attention

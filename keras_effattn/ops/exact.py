@@ -1,0 +1,312 @@
+"""Exact softmax attention: a fused dense path and a chunked, memory-linear path.
+
+Shape letters: B batch, T query length, S key length, N heads, H key head size, Hv value head
+size, C chunk (key block) size.
+
+`fused_attention` computes softmax(Q Kᵀ) V in one pass that XLA fuses (scores, mask, softmax in
+float32, dropout, weighted sum) and never builds anything larger than [B, N, T, S].
+
+`chunked_attention` walks the keys in blocks of C with an online softmax (Rabe & Staats 2021;
+Dao et al. 2022): a running max m, normaliser l and accumulator per query row. Only O(T·C)
+values live at a time. Its gradient (`tf.custom_gradient`) keeps only the output and the
+log-sum-exp per row and recomputes each block's probabilities in the backward pass, so training
+memory is linear in the sequence length as well. Dropout draws each block's keep mask from a
+stateless generator seeded with (seed, block index), so the backward pass regenerates the very
+same mask. Keys are padded to a multiple of C internally and the padding is masked out, so any
+length works.
+
+References:
+    Rabe & Staats, "Self-attention Does Not Need O(n²) Memory", 2021, arXiv:2112.05682.
+    Dao et al., "FlashAttention", NeurIPS 2022, arXiv:2205.14135.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+from keras_effattn.ops import masks as masks_lib
+
+
+def _check_dropout(dropout_rate):
+    if not 0.0 <= float(dropout_rate) < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}.")
+
+
+def attention_probs(query, key, mask_parts=None, scale=None):
+    """Softmax attention probabilities ``[B, N, T, S]`` in float32 (fully masked rows zero).
+
+    Args:
+        query: ``[B, T, N, H]``.
+        key: ``[B, S, N, H]``.
+        mask_parts: a `MaskParts`, a keep-mask tensor or None.
+        scale: float; defaults to ``1 / sqrt(H)``.
+    """
+    if scale is None:
+        scale = 1.0 / float(query.shape[-1]) ** 0.5
+    query = ops.multiply(query, ops.cast(scale, query.dtype))
+    scores = ops.cast(ops.einsum("btnh,bsnh->bnts", query, key), "float32")
+    parts = masks_lib.as_mask_parts(mask_parts, query.shape[1], key.shape[1])
+    keep = masks_lib.dense_keep(parts, ops.shape(query)[1], ops.shape(key)[1])
+    if keep is None:
+        return ops.softmax(scores, axis=-1)
+    keep = ops.expand_dims(keep, 1)
+    probs = ops.softmax(ops.where(keep, scores, masks_lib.NEG_INF), axis=-1)
+    return ops.where(keep, probs, 0.0)
+
+
+def fused_attention(
+    query,
+    key,
+    value,
+    mask_parts=None,
+    scale=None,
+    dropout_rate=0.0,
+    seed=None,
+    training=False,
+):
+    """Exact softmax attention in one XLA-fusable pass.
+
+    Args:
+        query: ``[B, T, N, H]`` in the compute dtype.
+        key: ``[B, S, N, H]``.
+        value: ``[B, S, N, Hv]``.
+        mask_parts: a `MaskParts`, a keep mask (``[B, S]``, ``[B, 1, S]``, ``[B, T, S]``) or None.
+        scale: float; defaults to ``1 / sqrt(H)``.
+        dropout_rate: float in [0, 1), applied to the probabilities when `training`.
+        seed: a `keras.random.SeedGenerator` or int for the dropout.
+        training: bool.
+
+    Returns:
+        ``(output [B, T, N, Hv] in value's dtype, probabilities [B, N, T, S] float32)``.
+
+    Example:
+    >>> import numpy as np
+    >>> q = np.random.rand(2, 5, 3, 4).astype("float32")
+    >>> out, _ = fused_attention(q, q, q)
+    >>> tuple(out.shape)
+    (2, 5, 3, 4)
+    """
+    _check_dropout(dropout_rate)
+    probs = attention_probs(query, key, mask_parts, scale)
+    used = probs
+    if training and dropout_rate > 0.0:
+        used = tf.nn.experimental.stateless_dropout(
+            probs, rate=dropout_rate, seed=_seed_tensor(seed)
+        )
+    out = ops.einsum("bnts,bsnh->btnh", ops.cast(used, value.dtype), value)
+    return out, probs
+
+
+def _seed_tensor(seed):
+    if seed is None:
+        seed = 0
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], dtype=tf.int32)
+    if hasattr(seed, "next"):  # keras.random.SeedGenerator
+        seed = seed.next()
+    return tf.cast(tf.convert_to_tensor(seed), tf.int32)
+
+
+def _block_dropout_scale(seed, block, shape, rate):
+    """Keep mask / (1 - rate) for key block `block`, regenerated identically in backward."""
+    block_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(block, tf.int32))
+    uniform = tf.random.stateless_uniform(shape, seed=block_seed, dtype=tf.float32)
+    return tf.where(uniform >= rate, 1.0 / (1.0 - rate), 0.0)
+
+
+def chunked_dropout_scale(seed, shape, chunk_size, rate):
+    """The full ``[B, N, T, S]`` dropout scale `chunked_attention` uses (for tests).
+
+    Args:
+        seed: int32 ``[2]`` seed tensor, as `chunked_attention` receives it.
+        shape: ``(B, N, T, S)``.
+        chunk_size: int, the key block size C.
+        rate: float dropout rate.
+    """
+    b, n, t, s = shape
+    num_blocks = -(-s // chunk_size)
+    seed = _seed_tensor(seed)
+    blocks = [
+        _block_dropout_scale(seed, j, (b, n, t, chunk_size), rate) for j in range(num_blocks)
+    ]
+    return tf.concat(blocks, axis=-1)[..., :s]
+
+
+def chunked_attention(
+    query,
+    key,
+    value,
+    mask_parts=None,
+    chunk_size=256,
+    scale=None,
+    dropout_rate=0.0,
+    seed=None,
+    training=False,
+):
+    """Exact softmax attention over key blocks with an online softmax and a recomputing backward.
+
+    Peak memory (forward and backward) is O(B·N·T·C) instead of O(B·N·T·S).
+
+    Args:
+        query: ``[B, T, N, H]`` in the compute dtype.
+        key: ``[B, S, N, H]``.
+        value: ``[B, S, N, Hv]``.
+        mask_parts: a `MaskParts`, a keep mask or None (causal and sliding-window parts are
+            built per block from positions, never as a T×S tensor).
+        chunk_size: int > 0, the key block size C.
+        scale: float; defaults to ``1 / sqrt(H)``.
+        dropout_rate: float in [0, 1), applied to the probabilities when `training`.
+        seed: a `keras.random.SeedGenerator`, an int or an int ``[2]`` tensor.
+        training: bool.
+
+    Returns:
+        ``[B, T, N, Hv]`` in value's dtype. Equal (to float32 rounding) to `fused_attention`
+        with the dropout keep mask `chunked_dropout_scale` gives.
+
+    Example:
+    >>> import numpy as np
+    >>> q = np.random.rand(1, 7, 2, 4).astype("float32")
+    >>> tuple(chunked_attention(q, q, q, chunk_size=3).shape)
+    (1, 7, 2, 4)
+    """
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    _check_dropout(dropout_rate)
+    if scale is None:
+        scale = 1.0 / float(query.shape[-1]) ** 0.5
+    query = tf.convert_to_tensor(query)
+    key = tf.convert_to_tensor(key)
+    value = tf.convert_to_tensor(value)
+    parts = masks_lib.as_mask_parts(mask_parts, query.shape[1], key.shape[1])
+    rate = float(dropout_rate) if training else 0.0
+    seed_t = _seed_tensor(seed) if rate > 0.0 else None
+
+    dtype = value.dtype
+    batch = tf.shape(query)[0]
+    t_len = tf.shape(query)[1]
+    s_len = tf.shape(key)[1]
+    heads = query.shape[2]
+    num_blocks = (s_len + chunk_size - 1) // chunk_size
+    s_pad = num_blocks * chunk_size
+    pad = s_pad - s_len
+
+    # Per-block masks, built once: [nk, B, C] key padding and [nk, B, T|1, C] dense part.
+    key_keep = parts.key if parts.key is not None else tf.ones([batch, s_len], tf.bool)
+    key_keep = tf.broadcast_to(tf.cast(key_keep, tf.bool), [batch, s_len])
+    key_keep = tf.pad(key_keep, [[0, 0], [0, pad]], constant_values=False)
+    key_keep = tf.transpose(tf.reshape(key_keep, [batch, num_blocks, chunk_size]), [1, 0, 2])
+    query_keep = None
+    if parts.query is not None:
+        query_keep = tf.cast(parts.query, tf.bool)[:, None, :, None]  # [B, 1, T, 1]
+    dense = None
+    if parts.dense is not None:
+        dense = tf.cast(parts.dense, tf.bool)
+        rows = tf.shape(dense)[1]
+        dense = tf.pad(dense, [[0, 0], [0, 0], [0, pad]], constant_values=False)
+        dense = tf.reshape(dense, [tf.shape(dense)[0], rows, num_blocks, chunk_size])
+        dense = tf.transpose(dense, [2, 0, 1, 3])
+    positions = tf.range(t_len)
+
+    def block_keep(j, k_keep, d_block):
+        keep = k_keep[:, None, None, :]  # [B, 1, 1, C]
+        if query_keep is not None:
+            keep = tf.logical_and(keep, query_keep)
+        if d_block is not None:
+            keep = tf.logical_and(keep, d_block[:, None, :, :])
+        if parts.causal or parts.window is not None:
+            cols = tf.range(chunk_size) + j * chunk_size
+            if parts.causal:
+                keep = tf.logical_and(keep, (positions[:, None] >= cols[None, :])[None, None])
+            if parts.window is not None:
+                near = tf.abs(positions[:, None] - cols[None, :]) < parts.window
+                keep = tf.logical_and(keep, near[None, None])
+        return keep
+
+    def to_blocks(x):  # [B, S, N, H] -> [nk, B, N, C, H]
+        x = tf.pad(x, [[0, 0], [0, pad], [0, 0], [0, 0]])
+        x = tf.reshape(x, [batch, num_blocks, chunk_size, heads, x.shape[-1]])
+        return tf.transpose(x, [1, 0, 3, 2, 4])
+
+    def from_blocks(x):  # [nk, B, N, C, H] -> [B, S, N, H]
+        x = tf.transpose(x, [1, 0, 3, 2, 4])
+        x = tf.reshape(x, [batch, s_pad, heads, x.shape[-1]])
+        return x[:, :s_len]
+
+    def block(j, k_blocks, v_blocks):
+        d_j = dense[j] if dense is not None else None
+        return k_blocks[j], v_blocks[j], block_keep(j, key_keep[j], d_j)
+
+    def scores_of(q_t, k_j, keep):
+        s = tf.cast(tf.matmul(q_t, k_j, transpose_b=True), tf.float32)
+        return tf.where(keep, s, masks_lib.NEG_INF)
+
+    @tf.custom_gradient
+    def attend(q_scaled, k, v):
+        q_t = tf.transpose(q_scaled, [0, 2, 1, 3])  # [B, N, T, H]
+        k_blocks, v_blocks = to_blocks(k), to_blocks(v)
+        hv = v.shape[-1]
+        init = (
+            tf.fill([batch, heads, t_len], tf.constant(masks_lib.NEG_INF, tf.float32)),
+            tf.zeros([batch, heads, t_len], tf.float32),
+            tf.zeros([batch, heads, t_len, hv], tf.float32),
+        )
+
+        def step(j, m, norm, acc):
+            k_j, v_j, keep = block(j, k_blocks, v_blocks)
+            s = scores_of(q_t, k_j, keep)
+            m_new = tf.maximum(m, tf.reduce_max(s, axis=-1))
+            p = tf.exp(s - m_new[..., None]) * tf.cast(keep, tf.float32)
+            alpha = tf.exp(m - m_new)
+            norm = norm * alpha + tf.reduce_sum(p, axis=-1)
+            if rate > 0.0:
+                p = p * _block_dropout_scale(seed_t, j, tf.shape(p), rate)
+            acc = acc * alpha[..., None] + tf.cast(
+                tf.matmul(tf.cast(p, dtype), v_j), tf.float32
+            )
+            return j + 1, m_new, norm, acc
+
+        _, m, norm, acc = tf.while_loop(
+            lambda j, *_: j < num_blocks, step, (tf.constant(0),) + init
+        )
+        has_keys = norm > 0.0
+        out_t = acc / tf.where(has_keys, norm, 1.0)[..., None]  # [B, N, T, Hv] float32
+        lse = tf.where(has_keys, m + tf.math.log(tf.where(has_keys, norm, 1.0)), 0.0)
+
+        def grad(d_out):
+            d_out_t = tf.transpose(tf.cast(d_out, tf.float32), [0, 2, 1, 3])  # [B, N, T, Hv]
+            delta = tf.reduce_sum(d_out_t * out_t, axis=-1)  # [B, N, T]
+            d_out_c = tf.cast(d_out_t, dtype)
+
+            def back_step(j, d_q, d_k, d_v):
+                k_j, v_j, keep = block(j, k_blocks, v_blocks)
+                s = scores_of(q_t, k_j, keep)
+                p = tf.exp(s - lse[..., None]) * tf.cast(keep, tf.float32)
+                d_p = tf.cast(tf.matmul(d_out_c, v_j, transpose_b=True), tf.float32)
+                p_used = p
+                if rate > 0.0:
+                    z = _block_dropout_scale(seed_t, j, tf.shape(p), rate)
+                    p_used = p * z
+                    d_p = d_p * z
+                d_v_j = tf.matmul(tf.cast(p_used, dtype), d_out_c, transpose_a=True)
+                d_s = tf.cast(p * (d_p - delta[..., None]), dtype)
+                d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
+                d_k_j = tf.matmul(d_s, q_t, transpose_a=True)
+                return j + 1, d_q, d_k.write(j, d_k_j), d_v.write(j, d_v_j)
+
+            init_b = (
+                tf.constant(0),
+                tf.zeros(tf.shape(q_t), tf.float32),
+                tf.TensorArray(dtype, size=num_blocks,
+                               element_shape=[None, heads, chunk_size, k.shape[-1]]),
+                tf.TensorArray(dtype, size=num_blocks,
+                               element_shape=[None, heads, chunk_size, hv]),
+            )
+            _, d_q, d_k, d_v = tf.while_loop(lambda j, *_: j < num_blocks, back_step, init_b)
+            d_q = tf.cast(tf.transpose(d_q, [0, 2, 1, 3]), q_scaled.dtype)
+            d_k = from_blocks(d_k.stack())
+            d_v = from_blocks(d_v.stack())
+            return d_q, tf.cast(d_k, k.dtype), tf.cast(d_v, v.dtype)
+
+        return tf.cast(tf.transpose(out_t, [0, 2, 1, 3]), dtype), grad
+
+    q_scaled = query * tf.cast(scale, query.dtype)
+    return attend(q_scaled, key, value)
