@@ -6,15 +6,20 @@ tf.data pipeline. Shared data lives in `../shared/data` relative to the reposito
 
 from keras_effattn.data.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_text, clean_texts
 from keras_effattn.data.dataset import TextDataset
+from keras_effattn.data.glue import GLUE_TASKS, GlueTask, glue_task, read_glue
 from keras_effattn.data.imdb import IMDB_CLASS_NAMES, IMDB_SPLITS, read_imdb
 
 __all__ = [
     "ENGLISH_STOP_WORDS",
+    "GLUE_TASKS",
     "IMDB_CLASS_NAMES",
     "IMDB_SPLITS",
     "NEGATIONS",
+    "GlueTask",
     "TextDataset",
     "clean_text",
     "clean_texts",
+    "glue_task",
+    "read_glue",
     "read_imdb",
 ]
