@@ -8,6 +8,14 @@ from keras_effattn.data.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_tex
 from keras_effattn.data.dataset import TextDataset
 from keras_effattn.data.glue import GLUE_TASKS, GlueTask, glue_task, read_glue
 from keras_effattn.data.imdb import IMDB_CLASS_NAMES, IMDB_SPLITS, read_imdb
+from keras_effattn.data.wikitext import (
+    OFFLINE_NOTE,
+    OFFLINE_SPLITS,
+    WIKITEXT_FORMATS,
+    WIKITEXT_SPLITS,
+    WikiText,
+    read_wikitext,
+)
 
 __all__ = [
     "ENGLISH_STOP_WORDS",
@@ -15,11 +23,17 @@ __all__ = [
     "IMDB_CLASS_NAMES",
     "IMDB_SPLITS",
     "NEGATIONS",
+    "OFFLINE_NOTE",
+    "OFFLINE_SPLITS",
+    "WIKITEXT_FORMATS",
+    "WIKITEXT_SPLITS",
     "GlueTask",
     "TextDataset",
+    "WikiText",
     "clean_text",
     "clean_texts",
     "glue_task",
     "read_glue",
     "read_imdb",
+    "read_wikitext",
 ]
