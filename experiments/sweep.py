@@ -1,0 +1,150 @@
+"""A resumable sweep runner: one row per configuration, finished rows skipped, results atomic.
+
+An experiment is a list of rows (dicts of settings, each with a unique ``run_id``). `run_sweep`
+calls ``run_fn(row, run_dir)`` for every row whose run folder holds no ``row.json`` yet, writes
+that row's flat results to ``<out_dir>/runs/<run_id>/row.json`` the moment it finishes, and after
+every row rewrites ``<out_dir>/results.csv`` and ``<out_dir>/results.json`` with all finished rows
+(atomically, via `keras_effattn.utils.io`). A sweep killed half-way therefore resumes where it
+stopped: re-running the same command skips the finished rows and reads their results back.
+
+A finished row is only reused when its settings equal the requested row's; otherwise the sweep
+stops with a ValueError instead of mixing results from different settings in one table.
+
+Example:
+
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> rows = [{"run_id": f"x{x}", "x": x} for x in (1, 2)]
+>>> results = run_sweep(rows, lambda row, run_dir: {"y": row["x"] ** 2}, out)
+>>> [r["y"] for r in results]
+[1, 4]
+"""
+
+import math
+import pathlib
+import re
+
+from keras_effattn.utils import io
+
+ROW_FILE = "row.json"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+
+def run_id_of(**settings):
+    """A readable run id from settings, e.g. ``run_id_of(variant="favor", seed=1)`` ->
+    ``"variant=favor_seed=1"`` (characters outside ``[A-Za-z0-9_.=+-]`` become ``-``)."""
+    if not settings:
+        raise ValueError("run_id_of needs at least one setting, e.g. run_id_of(seed=0).")
+    text = "_".join(f"{k}={v}" for k, v in settings.items())
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", text)
+
+
+def _check_rows(rows):
+    if not rows:
+        raise ValueError("run_sweep got no rows; give at least one configuration.")
+    seen = set()
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "run_id" not in row:
+            raise ValueError(
+                f"Sweep row {i} must be a dict with a 'run_id' key, got {row!r}; build rows "
+                "with run_id=run_id_of(...)."
+            )
+        run_id = str(row["run_id"])
+        if not _RUN_ID.match(run_id):
+            raise ValueError(
+                f"run_id {run_id!r} (row {i}) may only hold letters, digits and '_.=+-' (it "
+                "names a folder); build it with run_id_of(...)."
+            )
+        if run_id in seen:
+            raise ValueError(f"run_id {run_id!r} appears twice; every row needs its own run_id.")
+        seen.add(run_id)
+
+
+def _same_settings(stored, row):
+    """Compares stored settings with a row through JSON, so tuples equal lists."""
+    return io.to_jsonable(stored) == io.to_jsonable(row)
+
+
+def load_finished(out_dir):
+    """Reads the finished rows of a sweep folder (``runs/*/row.json``), sorted by run_id."""
+    runs = pathlib.Path(out_dir) / "runs"
+    if not runs.is_dir():
+        return []
+    return [io.read_json(p)["result"] for p in sorted(runs.glob(f"*/{ROW_FILE}"))]
+
+
+def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
+    """Runs every unfinished row of a sweep and tabulates all finished rows.
+
+    Args:
+        rows: list of dicts, each with a unique ``run_id`` (a folder name) and the settings of
+            that run; every value must be JSON-serialisable.
+        run_fn: callable ``(row, run_dir) -> dict`` that runs one configuration, may write
+            anything into ``run_dir`` (a `pathlib.Path`, created for it) and returns flat
+            results (numbers or strings).
+        out_dir: the sweep folder; results land in ``results.csv``/``results.json`` there and
+            each run in ``runs/<run_id>/``.
+        columns: optional list of leading CSV columns (a stable order); the rest follow in
+            first-seen order.
+        on_row_done: optional callable ``(result_row, skipped)`` called after each row (for
+            logging in scripts; the runner itself prints nothing).
+
+    Returns:
+        The list of result rows (settings merged with results, plus ``run_dir``), in the
+        order of `rows`.
+
+    Raises:
+        ValueError: for rows without unique, folder-safe run ids, or for a finished row whose
+            stored settings differ from the requested ones (use a new `out_dir`, or delete
+            that run folder to recompute it).
+    """
+    _check_rows(rows)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for row in rows:
+        run_dir = out_dir / "runs" / str(row["run_id"])
+        marker = run_dir / ROW_FILE
+        skipped = marker.is_file()
+        if skipped:
+            stored = io.read_json(marker)
+            if not _same_settings(stored["settings"], row):
+                raise ValueError(
+                    f"Run folder {run_dir} finished with settings {stored['settings']} but the "
+                    f"sweep now asks for {io.to_jsonable(row)}; write to a new output folder "
+                    "or delete that run folder to recompute it."
+                )
+            result = stored["result"]
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            produced = run_fn(dict(row), run_dir)
+            if not isinstance(produced, dict):
+                raise ValueError(
+                    f"run_fn must return a dict of results, got {type(produced).__name__} for "
+                    f"run {row['run_id']!r}."
+                )
+            result = io.to_jsonable({**row, **produced, "run_dir": f"runs/{row['run_id']}"})
+            io.write_json(marker, {"settings": row, "result": result})
+        results.append(result)
+        _write_table(out_dir, results, columns)
+        if on_row_done is not None:
+            on_row_done(result, skipped)
+    return results
+
+
+def _write_table(out_dir, results, columns):
+    ordered = list(columns or [])
+    for result in results:
+        ordered.extend(k for k in result if k not in ordered)
+    io.write_csv(out_dir / "results.csv", results, columns=ordered)
+    io.write_json(out_dir / "results.json", {"rows": results})
+
+
+def as_float(value):
+    """A CSV cell or JSON value as float; empty/None/non-numeric -> NaN."""
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,131 @@
+"""Tests for the sweep runner (resume, skip, stale settings) and the statistics helpers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments import stats, sweep
+from keras_effattn.utils import io
+
+
+def _rows(values):
+    return [{"run_id": sweep.run_id_of(x=x), "x": x} for x in values]
+
+
+def test_runs_every_row_and_writes_the_table(tmp_path):
+    results = sweep.run_sweep(_rows([1, 2, 3]), lambda row, d: {"y": row["x"] * 10}, tmp_path)
+    assert [r["y"] for r in results] == [10, 20, 30]
+    table = io.read_csv(tmp_path / "results.csv")
+    assert [row["y"] for row in table] == ["10", "20", "30"]
+    assert list(table[0])[:3] == ["run_id", "x", "y"]
+    assert io.read_json(tmp_path / "results.json")["rows"][1]["run_dir"] == "runs/x=2"
+
+
+def test_resume_skips_finished_rows(tmp_path):
+    calls = []
+
+    def crash_on_three(row, run_dir):
+        calls.append(row["x"])
+        if row["x"] == 3:
+            raise RuntimeError("killed")
+        (run_dir / "artefact.txt").write_text("ok")
+        return {"y": row["x"]}
+
+    with pytest.raises(RuntimeError):
+        sweep.run_sweep(_rows([1, 2, 3]), crash_on_three, tmp_path)
+    assert len(io.read_csv(tmp_path / "results.csv")) == 2  # finished rows are on disk
+    calls.clear()
+    seen = []
+    results = sweep.run_sweep(
+        _rows([1, 2, 3]), lambda row, d: {"y": -row["x"]}, tmp_path,
+        on_row_done=lambda result, skipped: seen.append(skipped),
+    )
+    assert [r["y"] for r in results] == [1, 2, -3]  # rows 1 and 2 read back, not recomputed
+    assert seen == [True, True, False]
+    assert [r["x"] for r in sweep.load_finished(tmp_path)] == [1, 2, 3]
+
+
+def test_changed_settings_of_a_finished_row_are_refused(tmp_path):
+    sweep.run_sweep([{"run_id": "a", "lr": 0.1}], lambda row, d: {"y": 1}, tmp_path)
+    with pytest.raises(ValueError, match="new output folder"):
+        sweep.run_sweep([{"run_id": "a", "lr": 0.2}], lambda row, d: {"y": 1}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([], "no rows"),
+        ([{"x": 1}], "run_id"),
+        ([{"run_id": "a"}, {"run_id": "a"}], "twice"),
+        ([{"run_id": "../escape"}], "folder"),
+    ],
+    ids=["empty", "no-run-id", "duplicate", "unsafe-name"],
+)
+def test_bad_rows(tmp_path, rows, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.run_sweep(rows, lambda row, d: {}, tmp_path)
+
+
+def test_run_fn_must_return_a_dict(tmp_path):
+    with pytest.raises(ValueError, match="dict"):
+        sweep.run_sweep(_rows([1]), lambda row, d: 3.0, tmp_path)
+
+
+def test_run_id_of_is_folder_safe():
+    assert sweep.run_id_of(variant="favor(num_features=8)", seed=1) == (
+        "variant=favor-num_features=8-_seed=1"
+    )
+
+
+def test_mean_std_matches_numpy():
+    values = [0.8, 0.9, "", None, 0.7]
+    out = stats.mean_std(values)
+    assert out["n"] == 3
+    assert out["mean"] == pytest.approx(0.8)
+    assert out["std"] == pytest.approx(np.std([0.8, 0.9, 0.7], ddof=1))
+    assert math.isnan(stats.mean_std([1.0])["std"])
+
+
+def test_welch_matches_scipy_and_handles_small_groups():
+    from scipy import stats as scipy_stats
+
+    a, b = [0.81, 0.83, 0.80, 0.82], [0.78, 0.79, 0.80]
+    expected = scipy_stats.ttest_ind(a, b, equal_var=False)
+    out = stats.welch_ttest(a, b)
+    assert out["t"] == pytest.approx(expected.statistic)
+    assert out["p"] == pytest.approx(expected.pvalue)
+    assert math.isnan(stats.welch_ttest([0.8], [0.7, 0.6])["p"])
+    assert math.isnan(stats.welch_ttest([0.8, 0.8], [0.8, 0.8])["p"])
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    a = (rng.random(400) < 0.9).astype(float)
+    b = (rng.random(400) < 0.6).astype(float)
+    out = stats.paired_bootstrap(a, b, num_resamples=2000)
+    assert out["p"] < 0.01 and out["ci_low"] > 0 and out["diff"] == pytest.approx(a.mean() - b.mean())
+    same = stats.paired_bootstrap(a, a.copy(), num_resamples=2000)
+    assert same["diff"] == 0.0 and same["p"] == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        stats.paired_bootstrap([1, 0], [1])
+
+
+def test_compare_groups_against_a_baseline():
+    rows = [
+        {"variant": "exact", "accuracy": 0.80}, {"variant": "exact", "accuracy": 0.82},
+        {"variant": "favor", "accuracy": 0.70}, {"variant": "favor", "accuracy": 0.72},
+    ]
+    summary = stats.compare_groups(rows, "variant", ["accuracy"], baseline="exact")
+    assert [s["variant"] for s in summary] == ["exact", "favor"]
+    assert summary[1]["accuracy_diff"] == pytest.approx(-0.10)
+    assert summary[1]["accuracy_p_welch"] < 0.05
+    assert math.isnan(summary[0]["accuracy_p_welch"])
+    with pytest.raises(ValueError, match="Baseline"):
+        stats.compare_groups(rows, "variant", ["accuracy"], baseline="lowrank")
+
+
+def test_format_mean_std():
+    assert stats.format_mean_std(0.8123, 0.0042) == "0.812 ± 0.004"
+    assert stats.format_mean_std(0.8, float("nan")) == "0.800"
+    assert stats.format_mean_std("", "") == "n/a"
