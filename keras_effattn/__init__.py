@@ -7,3 +7,9 @@ from keras_effattn.layers.spec import LayerSpec
 from keras_effattn.layers.spec import format_attention_spec
 from keras_effattn.layers.spec import make_attention
 from keras_effattn.layers.spec import parse_attention_spec
+from keras_effattn.models.attention_maps import attention_maps
+from keras_effattn.models.backbones import load_backbone
+from keras_effattn.models.classifier import build_classifier
+from keras_effattn.models.masked_lm import build_masked_lm
+from keras_effattn.models.swap import describe_attention
+from keras_effattn.models.swap import swap_attention
