@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from keras_effattn.layers.favor_attention import FavorAttention
 from keras_effattn.layers.fused_attention import FusedAttention
+from keras_effattn.layers.low_rank_attention import LowRankAttention
 from keras_effattn.layers.spec import LayerSpec
 from keras_effattn.layers.spec import format_attention_spec
 from keras_effattn.layers.spec import make_attention

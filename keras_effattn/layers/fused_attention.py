@@ -16,6 +16,34 @@ def check_mha_layout(layer, query_shape):
         )
 
 
+def set_weights_with_extras(layer, weights, extras):
+    """`layer.set_weights` that also accepts MultiHeadAttention's list (extras then kept).
+
+    Args:
+        layer: a built MultiHeadAttention subclass.
+        weights: all of `layer`'s weights in `layer.weights` order, or only the projection
+            weights in MultiHeadAttention's order (query, key, value, output; kernel, bias).
+        extras: the variables the subclass added (random features, projections, counters).
+    """
+    variables = layer.weights
+    if len(weights) == len(variables):
+        base = variables
+    else:
+        base = [v for v in variables if not any(v is e for e in extras)]
+        if len(weights) != len(base):
+            raise ValueError(
+                f"{layer.name} expects {len(variables)} weights (all) or {len(base)} "
+                f"(MultiHeadAttention's projections only), got {len(weights)}."
+            )
+    for variable, value in zip(base, weights):
+        if tuple(variable.shape) != tuple(value.shape):
+            raise ValueError(
+                f"Weight {variable.path} has shape {tuple(variable.shape)}, got "
+                f"{tuple(value.shape)}."
+            )
+        variable.assign(value)
+
+
 def check_attention_axes(attention_axes, class_name):
     if attention_axes is None:
         return

@@ -3,6 +3,10 @@
 from keras_effattn.ops.exact import attention_probs
 from keras_effattn.ops.exact import chunked_attention
 from keras_effattn.ops.exact import fused_attention
+from keras_effattn.ops.favor import favor_attention
+from keras_effattn.ops.favor import orthogonal_random_features
+from keras_effattn.ops.lowrank import linformer_attention
+from keras_effattn.ops.lowrank import svd_factors
 from keras_effattn.ops.masks import MaskParts
 from keras_effattn.ops.reference import reference_attention
 
@@ -10,6 +14,10 @@ __all__ = [
     "MaskParts",
     "attention_probs",
     "chunked_attention",
+    "favor_attention",
+    "linformer_attention",
+    "orthogonal_random_features",
+    "svd_factors",
     "fused_attention",
     "reference_attention",
 ]
