@@ -8,6 +8,13 @@ from keras_effattn.data.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_tex
 from keras_effattn.data.dataset import TextDataset
 from keras_effattn.data.glue import GLUE_TASKS, GlueTask, glue_task, read_glue
 from keras_effattn.data.imdb import IMDB_CLASS_NAMES, IMDB_SPLITS, read_imdb
+from keras_effattn.data.splits import (
+    pooled_split,
+    stratified_split,
+    stratified_split_indices,
+    stratified_subset,
+    take_subsets,
+)
 from keras_effattn.data.wikitext import (
     OFFLINE_NOTE,
     OFFLINE_SPLITS,
@@ -33,7 +40,12 @@ __all__ = [
     "clean_text",
     "clean_texts",
     "glue_task",
+    "pooled_split",
     "read_glue",
     "read_imdb",
     "read_wikitext",
+    "stratified_split",
+    "stratified_split_indices",
+    "stratified_subset",
+    "take_subsets",
 ]
