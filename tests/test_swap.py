@@ -95,7 +95,9 @@ def test_copy_by_sublayer_with_extra_state(monkeypatch):
     monkeypatch.setattr(
         spec_lib,
         "attention_class",
-        lambda kind: _ExtraStateAttention if spec_lib.ALIASES.get(kind, kind) == "favor" else real(kind),
+        lambda kind: (
+            _ExtraStateAttention if spec_lib.ALIASES.get(kind, kind) == "favor" else real(kind)
+        ),
     )
     backbone = _tiny()
     x = _inputs(backbone)
@@ -147,7 +149,10 @@ def test_describe_round_trips_through_the_parser():
     assert text == "exact(chunk_size=none)*3,keras"
     specs = keras_effattn.parse_attention_spec(text, 4)
     assert [s.kind for s in specs] == ["exact", "exact", "exact", "keras"]
-    assert keras_effattn.describe_attention(keras_effattn.swap_attention(_tiny(num_layers=4), text)) == text
+    assert (
+        keras_effattn.describe_attention(keras_effattn.swap_attention(_tiny(num_layers=4), text))
+        == text
+    )
 
 
 def test_save_and_load_keeps_attention_and_outputs(tmp_path):
