@@ -15,6 +15,12 @@ from keras_effattn.data.splits import (
     stratified_subset,
     take_subsets,
 )
+from keras_effattn.data.stats import (
+    dataset_statistics,
+    format_statistics,
+    plot_statistics,
+    token_lengths,
+)
 from keras_effattn.data.wikitext import (
     OFFLINE_NOTE,
     OFFLINE_SPLITS,
@@ -39,7 +45,10 @@ __all__ = [
     "WikiText",
     "clean_text",
     "clean_texts",
+    "dataset_statistics",
+    "format_statistics",
     "glue_task",
+    "plot_statistics",
     "pooled_split",
     "read_glue",
     "read_imdb",
@@ -48,4 +57,5 @@ __all__ = [
     "stratified_split_indices",
     "stratified_subset",
     "take_subsets",
+    "token_lengths",
 ]
