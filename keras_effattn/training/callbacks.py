@@ -1,0 +1,272 @@
+"""Training callbacks: per-epoch time/throughput/peak memory, resumable state, best checkpoint.
+
+- `EpochStats` adds ``epoch_time_s``, ``train_samples_per_s``, ``host_peak_rss_mb``,
+  ``device_peak_mb`` and ``learning_rate`` to each epoch's logs (so `History`, CSV and TensorBoard
+  see them).
+- `ResumableCheckpoint` saves the whole training state every epoch and every N steps: model and
+  optimizer variables (``state.weights.h5``; Keras saves the optimizer's slots and iteration count
+  with the model's weights), and ``state.json`` (epoch, step within it, global step, the finished
+  epochs' logs, the state of early stopping / best checkpoint). Both files are replaced atomically,
+  the weights first, so the JSON always describes weights that exist.
+- `BestCheckpoint` keeps the weights of the best epoch by a monitored metric (atomically).
+
+Example:
+
+>>> import keras, numpy as np
+>>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+>>> model.compile("sgd", "mse")
+>>> stats = EpochStats(samples_per_step=4)
+>>> history = model.fit(np.zeros((8, 3)), np.zeros(8), batch_size=4, callbacks=[stats], verbose=0)
+>>> "train_samples_per_s" in history.history
+True
+"""
+
+import json
+import math
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+from keras_effattn.utils import io
+from keras_effattn.utils.memory import MemoryMeter
+
+
+def current_learning_rate(optimizer):
+    """The optimizer's learning rate at its current iteration, as a float."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner.learning_rate
+    if isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        lr = inner._learning_rate(inner.iterations)
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Records per-epoch wall time, training throughput, peak memory and the learning rate.
+
+    Args:
+        samples_per_step: int. Global batch size (samples per optimizer step).
+    """
+
+    def __init__(self, samples_per_step):
+        super().__init__()
+        if int(samples_per_step) < 1:
+            raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}.")
+        self.samples_per_step = int(samples_per_step)
+        self._meter = MemoryMeter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps = 0
+        self._start = time.perf_counter()
+        self._meter.start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        memory = self._meter.stop()
+        if logs is not None:
+            logs["epoch_time_s"] = elapsed
+            logs["train_samples_per_s"] = self._steps * self.samples_per_step / max(elapsed, 1e-9)
+            logs["host_peak_rss_mb"] = memory["host_peak_rss_mb"]
+            if memory["device_peak_mb"] is not None:
+                logs["device_peak_mb"] = memory["device_peak_mb"]
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+
+    def on_train_end(self, logs=None):
+        self._meter.stop()
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model weights whenever the monitored epoch metric improves.
+
+    Args:
+        path: str or path. A ``.weights.h5`` file, written atomically.
+        monitor: str, default "val_loss". A key of the epoch logs.
+        mode: str, default "auto". "min", "max", or "auto" ("max" for accuracy-like names).
+    """
+
+    def __init__(self, path, monitor="val_loss", mode="auto"):
+        super().__init__()
+        if not str(path).endswith(".weights.h5"):
+            raise ValueError(f"BestCheckpoint path must end with '.weights.h5', got {path!r}.")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+        if mode == "auto":
+            mode = "max" if any(k in monitor for k in ("acc", "f1", "auc", "corr")) else "min"
+        self.path = pathlib.Path(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+        self.best_epoch = None
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(
+                f"BestCheckpoint monitors {self.monitor!r}, which is not in the epoch logs "
+                f"({sorted(logs or {})}). Pass validation data or monitor a training metric."
+            )
+        value = float(value)
+        if math.isfinite(value) and self._improved(value):
+            self.best, self.best_epoch = value, epoch
+            io.save_weights(self.model, self.path)
+
+    def get_state(self):
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def set_state(self, state):
+        self.best = state.get("best")
+        self.best_epoch = state.get("best_epoch")
+
+
+def _early_stopping_state(callback):
+    best = callback.best
+    return {
+        "wait": int(callback.wait),
+        "best": None if best is None else float(best),
+        "best_epoch": int(callback.best_epoch),
+        "stopped_epoch": int(callback.stopped_epoch),
+    }
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Saves the full training state every epoch and every `every_n_steps` steps.
+
+    Use `ResumableCheckpoint.load_state(directory)` before training to learn where to restart
+    and `restore(model)` to load the weights and optimizer state; the training loop in
+    `keras_effattn.training.fit` does both.
+
+    Args:
+        directory: str or path. Where ``state.weights.h5`` and ``state.json`` live.
+        steps_per_epoch: int. Steps in a full epoch.
+        every_n_steps: int or None. Also save every this many steps within an epoch.
+        stateful_callbacks: list of callbacks whose state is saved and restored with the model:
+            `BestCheckpoint` and `keras.callbacks.EarlyStopping` instances.
+        initial_epoch: int. The epoch this `fit` call starts in.
+        initial_step: int. The step within `initial_epoch` the data starts from (mid-epoch
+            resume; that epoch then runs only its remaining steps).
+        history: list of dicts. Logs of the epochs finished before this `fit` call.
+    """
+
+    STATE_JSON = "state.json"
+    STATE_WEIGHTS = "state.weights.h5"
+
+    def __init__(
+        self,
+        directory,
+        steps_per_epoch,
+        every_n_steps=None,
+        stateful_callbacks=(),
+        initial_epoch=0,
+        initial_step=0,
+        history=(),
+    ):
+        super().__init__()
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+        if every_n_steps is not None and int(every_n_steps) < 1:
+            raise ValueError(f"every_n_steps must be >= 1 or None, got {every_n_steps}.")
+        self.directory = pathlib.Path(directory)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.stateful_callbacks = list(stateful_callbacks)
+        self.epoch = int(initial_epoch)
+        self.step = int(initial_step)
+        self.history = [dict(row) for row in history]
+        self._pending_state = None
+
+    @classmethod
+    def load_state(cls, directory):
+        """Returns the saved ``state.json`` dict, or None when there is no saved state."""
+        path = pathlib.Path(directory) / cls.STATE_JSON
+        weights = pathlib.Path(directory) / cls.STATE_WEIGHTS
+        if not path.is_file() or not weights.is_file():
+            return None
+        return io.read_json(path)
+
+    @classmethod
+    def restore(cls, model, directory):
+        """Loads the saved model and optimizer variables into `model` (built and compiled)."""
+        optimizer = model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        model.load_weights(pathlib.Path(directory) / cls.STATE_WEIGHTS)
+
+    def set_callback_states(self, states):
+        """Queues saved callback states, applied at `on_train_begin` (after theirs)."""
+        self._pending_state = list(states)
+
+    def on_train_begin(self, logs=None):
+        if self._pending_state is None:
+            return
+        for callback, state in zip(self.stateful_callbacks, self._pending_state):
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                callback.wait = state["wait"]
+                callback.best = state["best"] if state["best"] is not None else callback.best
+                callback.best_epoch = state["best_epoch"]
+                callback.stopped_epoch = state["stopped_epoch"]
+            else:
+                callback.set_state(state)
+        self._pending_state = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every_n_steps and self.step % self.every_n_steps == 0:
+            if self.step < self.steps_per_epoch:
+                self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1}
+        row.update({k: _scalar(v) for k, v in (logs or {}).items()})
+        self.history.append(row)
+        self.epoch, self.step = epoch + 1, 0
+        self._save()
+
+    def _callback_states(self):
+        states = []
+        for callback in self.stateful_callbacks:
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                states.append(_early_stopping_state(callback))
+            else:
+                states.append(callback.get_state())
+        return states
+
+    def _save(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        io.save_weights(self.model, self.directory / self.STATE_WEIGHTS)
+        io.write_json(
+            self.directory / self.STATE_JSON,
+            {
+                "epoch": self.epoch,
+                "step": self.step,
+                "global_step": self.epoch * self.steps_per_epoch + self.step,
+                "optimizer_iterations": int(
+                    keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+                ),
+                "history": self.history,
+                "callbacks": self._callback_states(),
+                "stop_training": bool(self.model.stop_training),
+            },
+        )
+
+
+def _scalar(value):
+    value = np.asarray(keras.ops.convert_to_numpy(value)).item()
+    return float(value) if isinstance(value, (float, int)) else value
+
+
+def describe_state(state):
+    """One line describing a saved state, for logs and reports."""
+    return json.dumps({k: state[k] for k in ("epoch", "step", "global_step") if k in state})
