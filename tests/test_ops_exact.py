@@ -1,0 +1,136 @@
+"""Exact attention ops against the NumPy oracle: fused and chunked, masks, gradients, XLA."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_effattn.ops import exact
+from keras_effattn.ops import masks
+from tests import oracle
+
+B, N, H = 2, 3, 4
+
+
+def _qkv(t, s, seed=0, hv=5):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(B, t, N, H)).astype("float32")
+    k = rng.normal(size=(B, s, N, H)).astype("float32")
+    v = rng.normal(size=(B, s, N, hv)).astype("float32")
+    return q, k, v
+
+
+def _mask_cases(t, s, rng):
+    key = rng.random((B, s)) > 0.3
+    key[:, 0] = True
+    key[1] = False  # a fully padded batch row
+    dense = rng.random((B, t, s)) > 0.4
+    return {
+        "none": (None, np.ones((B, t, s), bool)),
+        "key_padding": (masks.MaskParts(key=tf.constant(key)), np.broadcast_to(key[:, None], (B, t, s))),
+        "dense_random": (tf.constant(dense), dense),
+        "causal_and_key": (
+            masks.MaskParts(key=tf.constant(key), causal=True),
+            key[:, None] & oracle.causal_keep(t, s),
+        ),
+        "window": (masks.MaskParts(window=2), np.abs(np.arange(t)[:, None] - np.arange(s))[None] < 2),
+    }
+
+
+CASES = [(5, 11, c) for c in ("none", "key_padding", "dense_random")] + [
+    (13, 13, c) for c in ("none", "key_padding", "dense_random", "causal_and_key", "window")]
+
+
+@pytest.mark.parametrize("t,s,case", CASES, ids=[f"{c}-{t}x{s}" for t, s, c in CASES])
+def test_fused_and_chunked_match_oracle(t, s, case):
+    q, k, v = _qkv(t, s)
+    parts, keep = _mask_cases(t, s, np.random.default_rng(1))[case]
+    want, want_probs = oracle.softmax_attention(q, k, v, keep)
+    got, probs = exact.fused_attention(q, k, v, parts)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(probs), want_probs, atol=1e-6)
+    for chunk in (1, 4, 64):
+        got = exact.chunked_attention(q, k, v, parts, chunk_size=chunk)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, err_msg=f"chunk={chunk}")
+
+
+def test_fully_masked_rows_are_zero():
+    q, k, v = _qkv(4, 6)
+    parts = masks.MaskParts(key=tf.zeros((B, 6), tf.bool))
+    for out in (exact.fused_attention(q, k, v, parts)[0],
+                exact.chunked_attention(q, k, v, parts, chunk_size=4)):
+        assert np.all(np.asarray(out) == 0.0)
+
+
+def _tensor_grads(fn, q, k, v):
+    q, k, v = (tf.convert_to_tensor(a) for a in (q, k, v))
+    with tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        y = fn(q, k, v)
+        loss = tf.reduce_sum(y * tf.sin(y))
+    return tape.gradient(loss, [q, k, v])
+
+
+def _grads(fn, q, k, v):
+    return [np.asarray(g) for g in _tensor_grads(fn, q, k, v)]
+
+
+@pytest.mark.parametrize("case", ["none", "key_padding", "causal_and_key"])
+def test_chunked_gradients_match_plain(case):
+    q, k, v = _qkv(11, 11, seed=2)
+    parts, _ = _mask_cases(11, 11, np.random.default_rng(4))[case]
+    plain = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
+    chunked = _grads(lambda a, b, c: exact.chunked_attention(a, b, c, parts, chunk_size=4), q, k, v)
+    for g_plain, g_chunk in zip(plain, chunked):
+        np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
+
+
+def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients():
+    q, k, v = _qkv(9, 10, seed=5)
+    seed = tf.constant([7, 11], tf.int32)
+    parts = masks.MaskParts(key=tf.constant(np.arange(10)[None].repeat(B, 0) < 8))
+    scale = exact.chunked_dropout_scale(seed, (B, N, 9, 10), 4, 0.3)
+    assert 0.0 < float(tf.reduce_mean(tf.cast(scale == 0.0, tf.float32))) < 0.6
+
+    def plain(a, b, c):
+        probs = exact.attention_probs(a, b, parts) * scale
+        return tf.einsum("bnts,bsnh->btnh", probs, c)
+
+    def chunked(a, b, c):
+        return exact.chunked_attention(a, b, c, parts, chunk_size=4, dropout_rate=0.3,
+                                       seed=seed, training=True)
+
+    np.testing.assert_allclose(np.asarray(chunked(q, k, v)), np.asarray(plain(q, k, v)),
+                               atol=1e-5)
+    for g_plain, g_chunk in zip(_grads(plain, q, k, v), _grads(chunked, q, k, v)):
+        np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
+
+
+def test_chunked_under_xla_values_and_gradients():
+    q, k, v = _qkv(7, 7, seed=6)
+    parts = masks.MaskParts(key=tf.constant(np.arange(7)[None].repeat(B, 0) < 5), causal=True)
+    plain = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
+    jitted = tf.function(
+        lambda a, b, c: _tensor_grads(
+            lambda x, y, z: exact.chunked_attention(x, y, z, parts, chunk_size=3), a, b, c),
+        jit_compile=True)
+    for g_plain, g_xla in zip(plain, jitted(q, k, v)):
+        np.testing.assert_allclose(np.asarray(g_xla), g_plain, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_chunked_half_precision_is_finite_and_close(dtype):
+    q, k, v = _qkv(9, 9, seed=8)
+    want, _ = oracle.softmax_attention(q, k, v)
+    got = exact.chunked_attention(*(tf.cast(a, dtype) for a in (q, k, v)), chunk_size=4)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), want, atol=0.05)
+
+
+def test_bad_arguments():
+    q, k, v = _qkv(3, 3)
+    with pytest.raises(ValueError, match="chunk_size"):
+        exact.chunked_attention(q, k, v, chunk_size=0)
+    with pytest.raises(ValueError, match="dropout_rate"):
+        exact.fused_attention(q, k, v, dropout_rate=1.5)
+    with pytest.raises(ValueError, match="attention_mask"):
+        exact.fused_attention(q, k, v, np.ones((B, 1, 1, 3), bool))
