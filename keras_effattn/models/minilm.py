@@ -101,7 +101,8 @@ def tokenizer_from_folder(folder):
 
     Args:
         folder: a local Hugging Face model folder with `vocab.txt` (and optionally
-            `tokenizer_config.json`, whose ``do_lower_case`` sets lowercasing; default True).
+            `tokenizer_config.json`: ``do_lower_case`` sets lowercasing, default True, and
+            ``strip_accents``, default: the same as lowercasing, as in Hugging Face).
 
     Returns:
         A `keras_hub.models.DistilBertTokenizer`.
@@ -112,12 +113,20 @@ def tokenizer_from_folder(folder):
             f"No vocab.txt in {folder!r}: a WordPiece vocabulary is needed for the tokenizer. "
             "Pass a Hugging Face BERT/DistilBERT folder, or tokenizer=... explicitly."
         )
-    lowercase = True
+    config = {}
     config_path = os.path.join(folder, "tokenizer_config.json")
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as handle:
-            lowercase = bool(json.load(handle).get("do_lower_case", True))
-    return keras_hub.models.DistilBertTokenizer(vocabulary=vocab, lowercase=lowercase)
+            config = json.load(handle)
+    lowercase = bool(config.get("do_lower_case", True))
+    # Hugging Face's BertTokenizer strips accents whenever it lowercases, unless told
+    # otherwise ("strip_accents": null means "follow do_lower_case"); KerasHub's default
+    # keeps them, which turns e.g. "Sinéad" into [UNK] with an uncased vocabulary.
+    strip_accents = config.get("strip_accents")
+    strip_accents = lowercase if strip_accents is None else bool(strip_accents)
+    return keras_hub.models.DistilBertTokenizer(
+        vocabulary=vocab, lowercase=lowercase, strip_accents=strip_accents
+    )
 
 
 def load_minilm_l6(dtype=None):
