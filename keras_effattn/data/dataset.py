@@ -88,7 +88,7 @@ class TextDataset:
             if np.any(bad):
                 first = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"TextDataset {label}: label {labels[first]!r} at index {first} is outside "
+                    f"TextDataset {label}: label {labels[first].item()!r} at index {first} is outside "
                     f"the class range [0, {len(class_names)}) of class_names {class_names}; "
                     "fix the labels or add the missing class names."
                 )
