@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from keras_effattn import data
 from keras_effattn.layers.favor_attention import FavorAttention
 from keras_effattn.layers.fused_attention import FusedAttention
 from keras_effattn.layers.low_rank_attention import LowRankAttention
