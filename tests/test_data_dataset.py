@@ -135,3 +135,18 @@ def test_bad_helpers():
         ds.concatenate(_ds(5, pairs=True))
     with pytest.raises(ValueError, match="regression dataset and has no classes"):
         TextDataset(["a"], [1.5], ()).class_counts()
+
+
+def test_batches_feed_a_keras_hub_preprocessor_for_single_texts_and_pairs():
+    keras_hub = pytest.importorskip("keras_hub")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "good", "bad", "x"]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=10)
+    single = TextDataset(["The film good", "bad film"], [1, 0], ("neg", "pos"))
+    x, y = next(iter(single.to_tf_dataset(batch_size=2).map(preprocessor)))
+    assert x["token_ids"].numpy()[0, :5].tolist() == [2, 5, 6, 7, 3]  # [CLS] the film good [SEP]
+    assert y.numpy().tolist() == [1, 0]
+    pairs = TextDataset(["the film", "bad"], [0, 1], ("neg", "pos"), text_pairs=["good", "x x"])
+    x, _ = next(iter(pairs.to_tf_dataset(batch_size=2).map(preprocessor)))
+    assert x["token_ids"].numpy()[0, :6].tolist() == [2, 5, 6, 3, 7, 3]
+    assert x["segment_ids"].numpy()[0, :6].tolist() == [0, 0, 0, 0, 1, 1]
