@@ -1,0 +1,201 @@
+"""Ablations: how much do frozen layers, epochs, batch size, heads, hidden size, the FAVOR+
+feature count, the Linformer projected length k and the hybrid layer pattern matter on IMDB?
+
+Each group varies one setting of a common base run and keeps the rest: freezing the bottom
+layers, epochs and batch size on the (pretrained) backbone; heads and hidden size on from-scratch
+small models (the only way to vary them); FAVOR+ features, Linformer k and exact/FAVOR+ layer
+patterns as attention specs. Every row trains through the one training engine.
+
+Quick (tiny from-scratch model, 256 reviews, length 64, 1 epoch; about ten minutes on 2 CPU
+cores; ``--groups=favor_features`` runs one group):
+
+    python -m experiments.ablations --quick
+
+Full (GPU; MiniLM-L6 and 4-layer from-scratch models, 5,000/5,000 reviews, length 256):
+
+    python -m experiments.ablations --output_dir=runs/ablations_full
+
+Output: ``results.csv`` (group, value, metrics), ``summary.md``, one ``<group>.png`` per group
+(accuracy and seconds per epoch against the value), ``config.json``, run folders under ``runs/``.
+"""
+
+from absl import app, flags
+
+from experiments import suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+flags.DEFINE_string("output_dir", "results/ablations", "Sweep folder.")
+flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
+flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
+                    "';'-separated groups to run.")
+flags.DEFINE_string("freeze", "0;2;4", "Bottom layers frozen.")
+flags.DEFINE_string("epochs_values", "1;3;5", "Epochs.")
+flags.DEFINE_string("batch", "8;16;32", "Batch sizes.")
+flags.DEFINE_string("heads", "4;8;16", "Heads of the from-scratch model.")
+flags.DEFINE_string("hidden", "128;256;512", "Hidden sizes of the from-scratch model.")
+flags.DEFINE_string("favor_features", "16;64;256", "FAVOR+ random features.")
+flags.DEFINE_string("lowrank_k", "16;64;128", "Linformer projected lengths.")
+flags.DEFINE_string("hybrid", "exact*3,favor*3;favor*3,exact*3;alternate:exact,favor",
+                    "';'-separated hybrid specs (features from --base_favor_features).")
+flags.DEFINE_integer("scratch_layers", 4, "Layers of the from-scratch model (heads/hidden).")
+flags.DEFINE_integer("scratch_hidden", 256, "Hidden size of the from-scratch model (heads).")
+flags.DEFINE_integer("scratch_heads", 8, "Heads of the from-scratch model (hidden).")
+flags.DEFINE_integer("base_favor_features", 64, "FAVOR+ features of the hybrid rows.")
+flags.DEFINE_integer("epochs", 3, "Base epochs.")
+flags.DEFINE_integer("batch_size", 16, "Base batch size.")
+flags.DEFINE_float("learning_rate", 5e-5, "Learning rate (pretrained backbone).")
+flags.DEFINE_float("scratch_learning_rate", 5e-4, "Learning rate of from-scratch models.")
+flags.DEFINE_integer("max_length", 256, "Token sequence length.")
+flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class.")
+flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+
+QUICK = {
+    "backbone": "tiny",
+    "freeze": "0;1;2",
+    "epochs_values": "1;2",
+    "batch": "8;32",
+    "heads": "2;8",
+    "hidden": "32;128",
+    "favor_features": "8;32",
+    "lowrank_k": "8;32",
+    "hybrid": "exact,favor;favor,exact",
+    "scratch_layers": 2,
+    "scratch_hidden": 64,
+    "scratch_heads": 4,
+    "base_favor_features": 16,
+    "epochs": 1,
+    "learning_rate": 1e-3,
+    "scratch_learning_rate": 1e-3,
+    "max_length": 64,
+    "train_per_class": 128,
+    "test_per_class": 64,
+    "jit_compile": False,
+}
+NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch", "heads",
+         "hidden", "favor_features", "lowrank_k", "hybrid", "scratch_layers", "scratch_hidden",
+         "scratch_heads", "base_favor_features", "epochs", "batch_size", "learning_rate",
+         "scratch_learning_rate", "max_length", "train_per_class", "test_per_class",
+         "jit_compile", "seed")
+GROUPS = ("freeze", "epochs", "batch", "heads", "hidden", "favor_features", "lowrank_k", "hybrid")
+QUESTION = "Which settings matter: freezing, epochs, batch, heads, width, features, k, pattern?"
+
+
+def group_rows(group, settings):
+    """The rows of one ablation group: (value, backbone source, attention, train overrides)."""
+    scratch = {"num_layers": settings["scratch_layers"],
+               "intermediate_dim": 4 * settings["scratch_hidden"]}
+    base = suite.backbone_source(settings["backbone"])
+    scratch_lr = {"learning_rate": settings["scratch_learning_rate"]}
+    lr = {"learning_rate": settings["learning_rate"]}
+    if group == "freeze":
+        return [(v, base, "exact", {**lr, "freeze_layers": v})
+                for v in suite.split_list(settings["freeze"], int)]
+    if group == "epochs":
+        return [(v, base, "exact", {**lr, "epochs": v})
+                for v in suite.split_list(settings["epochs_values"], int)]
+    if group == "batch":
+        return [(v, base, "exact", {**lr, "batch_size": v})
+                for v in suite.split_list(settings["batch"], int)]
+    if group == "heads":
+        return [(v, suite.backbone_source("tiny", {**scratch, "num_heads": v,
+                                                   "hidden_dim": settings["scratch_hidden"]}),
+                 "exact", scratch_lr) for v in suite.split_list(settings["heads"], int)]
+    if group == "hidden":
+        return [(v, suite.backbone_source("tiny", {"num_layers": settings["scratch_layers"],
+                                                   "num_heads": settings["scratch_heads"],
+                                                   "hidden_dim": v, "intermediate_dim": 4 * v}),
+                 "exact", scratch_lr) for v in suite.split_list(settings["hidden"], int)]
+    if group == "favor_features":
+        return [(v, base, f"favor(num_features={v})", lr)
+                for v in suite.split_list(settings["favor_features"], int)]
+    if group == "lowrank_k":
+        return [(v, base, f"lowrank(k={v})", lr)
+                for v in suite.split_list(settings["lowrank_k"], int)]
+    if group == "hybrid":
+        options = {"favor": {"num_features": settings["base_favor_features"]}}
+        return [(v, base, v, {**lr, "options": options})
+                for v in suite.split_list(settings["hybrid"])]
+    raise ValueError(f"Unknown ablation group {group!r}; choose from {GROUPS}.")
+
+
+def run(settings, data_dir):
+    """Runs every row of the chosen groups; returns the result rows."""
+    from keras_effattn.data import read_imdb
+    from keras_effattn.training.fit import TrainConfig
+
+    archive = data_dir / "aclImdb_v1.tar.gz"
+    train = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
+    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
+    specs = {}
+    rows = []
+    for group in suite.split_list(settings["groups"]):
+        for value, source, attention, overrides in group_rows(group, settings):
+            run_id = sweep.run_id_of(group=group, value=value)
+            specs[run_id] = (source, attention, overrides)
+            rows.append({"run_id": run_id, "group": group, "value": str(value),
+                         "attention": attention,
+                         "backbone": source if isinstance(source, str) else "from-scratch",
+                         **{k: v for k, v in overrides.items() if k != "options"}})
+
+    def run_one(row, run_dir):
+        source, attention, overrides = specs[row["run_id"]]
+        overrides = dict(overrides)
+        options = overrides.pop("options", None)
+        config = TrainConfig(
+            **{"epochs": settings["epochs"], "batch_size": settings["batch_size"],
+               "seed": settings["seed"], "jit_compile": settings["jit_compile"],
+               "energy": False, "tensorboard": False, "save_model": False, **overrides},
+            name=f"ablation {row['group']}={row['value']}",
+            extra={"dataset": "imdb", "backbone": source, "attention": attention,
+                   "options": options, "max_length": settings["max_length"]},
+        )
+        build = suite.classifier_builder(source, attention, settings["max_length"],
+                                         options=options)
+        return suite.train_row(config, build, train, test, run_dir)
+
+    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
+    results = sweep.run_sweep(rows, run_one, settings["output_dir"],
+                              columns=["run_id", "group", "value", "attention"])
+    report(results, settings["output_dir"])
+    return results
+
+
+def report(results, out_dir):
+    """One PNG per group (accuracy and s/epoch against the value) and summary.md."""
+    from keras_effattn.utils import io
+
+    plt = suite._pyplot()
+    groups = []
+    for row in results:
+        if row["group"] not in groups:
+            groups.append(row["group"])
+    for group in groups:
+        members = [r for r in results if r["group"] == group]
+        labels = [r["value"] for r in members]
+        figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+        left.bar(range(len(labels)), [sweep.as_float(r["accuracy"]) for r in members])
+        right.bar(range(len(labels)), [sweep.as_float(r["epoch_seconds"]) for r in members],
+                  color="#dd8452")
+        for axis, title in ((left, "test accuracy"), (right, "seconds per epoch")):
+            axis.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+            axis.set_title(f"{group}: {title}", fontsize=9)
+            axis.grid(axis="y", alpha=0.3)
+        io.save_figure(figure, f"{out_dir}/{group}.png")
+    columns = ["group", "value", "attention", "accuracy", "macro_f1", "eval_loss",
+               "epoch_seconds", "peak_host_rss_mb", "trainable_params"]
+    io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nOne seed per row.\n\n"
+                  + suite.markdown_table(results, columns))
+
+
+def main(argv):
+    del argv
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
+    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,211 @@
+"""Aggregate: one Markdown table (and overview PNGs) of every experiment's results.
+
+Reads the finished rows of each experiment folder under ``--results_dir`` (each run's
+``runs/<run_id>/row.json``, so a table is rebuilt from the run folders themselves, not from a
+possibly stale CSV), and writes ``summary.md``: one table with a row per configuration (the
+experiment, the configuration, its main score and what it cost: seconds per epoch or per step,
+peak memory, energy), mean ± std where several seeds ran, and the notes each experiment needs
+(e.g. that WikiText perplexities were trained on valid and evaluated on test offline). It also
+draws ``summary_accuracy_vs_time.png`` (IMDB accuracy against seconds per epoch, all IMDB
+experiments) and ``summary_step_time.png`` (sequence scaling). Missing experiments are listed,
+not an error.
+
+    python -m experiments.aggregate                      # results/ -> results/summary.md
+    python -m experiments.aggregate --results_dir=runs   # full runs written under runs/
+"""
+
+import math
+import pathlib
+
+from absl import app, flags
+
+from experiments import stats, suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results_dir", "results", "Folder holding the experiment folders.")
+flags.DEFINE_string("output", None, "Markdown file (default: <results_dir>/summary.md).")
+
+EXPERIMENTS = ("variants_imdb", "seq_scaling", "glue_lowrank/glue", "glue_lowrank/wikitext",
+               "energy", "ablations")
+COLUMNS = ("experiment", "configuration", "metric", "score", "time", "peak memory (MB)",
+           "energy (kWh)", "n")
+
+
+def _f(value, digits=4):
+    value = sweep.as_float(value)
+    return "n/a" if math.isnan(value) else f"{value:.{digits}g}"
+
+
+def _device(folder):
+    from keras_effattn.utils import io
+
+    config = folder / "config.json"
+    if not config.is_file():
+        parent = folder.parent / "config.json"
+        config = parent if parent.is_file() else None
+    if config is None:
+        return "unknown device"
+    device = io.read_json(config).get("metadata", {}).get("device", {})
+    names = ", ".join(device.get("gpus") or []) or device.get("cpu_model", "CPU")
+    quick = io.read_json(config).get("settings", {}).get("quick")
+    return f"{device.get('kind', '?')}: {names}" + (" (quick mode)" if quick else "")
+
+
+def variants_rows(rows):
+    out = []
+    for s in stats.compare_groups(rows, "variant", ["accuracy", "epoch_seconds",
+                                                    "peak_host_rss_mb", "energy_kwh"],
+                                  baseline=rows[0]["variant"]):
+        p = s["accuracy_p_welch"]
+        out.append({
+            "configuration": s["variant"], "metric": "test accuracy",
+            "score": stats.format_mean_std(s["accuracy_mean"], s["accuracy_std"])
+            + ("" if math.isnan(p) else f" (p={p:.2g})"),
+            "time": stats.format_mean_std(s["epoch_seconds_mean"], s["epoch_seconds_std"], 1)
+            + " s/epoch",
+            "peak memory (MB)": _f(s["peak_host_rss_mb_mean"]),
+            "energy (kWh)": _f(s["energy_kwh_mean"]), "n": s["n"]})
+    return out
+
+
+def seq_rows(rows):
+    out = []
+    for r in rows:
+        skipped = r.get("skipped")
+        out.append({
+            "configuration": f"{r['variant']} @ {r['length']}", "metric": "train step",
+            "score": skipped or f"{_f(r.get('train_tokens_per_s'))} tokens/s",
+            "time": f"{_f(r.get('train_step_ms'))} ms/step",
+            "peak memory (MB)": _f(r.get("device_peak_mb") if r.get("device_peak_mb")
+                                   not in (None, "") else r.get("host_rss_growth_mb")),
+            "energy (kWh)": "n/a", "n": 1})
+    return out
+
+
+def glue_rows(rows):
+    return [{"configuration": f"{r['task']}: {r['variant']}", "metric": f"dev {r['glue_metric']}",
+             "score": _f(r["glue_score"]), "time": f"{_f(r.get('epoch_seconds'))} s/epoch, "
+             f"{_f(r.get('latency_ms_per_sample'))} ms/sample inference",
+             "peak memory (MB)": _f(r.get("inference_peak_rss_mb")), "energy (kWh)": "n/a",
+             "n": 1} for r in rows]
+
+
+def wikitext_rows(rows):
+    return [{"configuration": r["variant"],
+             "metric": "MLM perplexity (trained on valid, evaluated on test: offline)",
+             "score": _f(r["perplexity"]), "time": "n/a",
+             "peak memory (MB)": _f(r.get("train_peak_rss_mb")), "energy (kWh)": "n/a", "n": 1}
+            for r in rows]
+
+
+def energy_rows(rows):
+    return [{"configuration": r["setting"], "metric": "test accuracy",
+             "score": f"{_f(r['accuracy'])} (val loss {_f(r.get('validation_loss'))})",
+             "time": f"{_f(r.get('minutes'))} min",
+             "peak memory (MB)": _f(r.get("peak_host_rss_mb")),
+             "energy (kWh)": f"{_f(r.get('energy_kwh'))} ({_f(r.get('emissions_kg_co2'))} kg CO2)",
+             "n": 1} for r in rows]
+
+
+def ablation_rows(rows):
+    return [{"configuration": f"{r['group']} = {r['value']}", "metric": "test accuracy",
+             "score": _f(r["accuracy"]), "time": f"{_f(r.get('epoch_seconds'))} s/epoch",
+             "peak memory (MB)": _f(r.get("peak_host_rss_mb")), "energy (kWh)": "n/a", "n": 1}
+            for r in rows]
+
+
+EXTRACTORS = {
+    "variants_imdb": variants_rows,
+    "seq_scaling": seq_rows,
+    "glue_lowrank/glue": glue_rows,
+    "glue_lowrank/wikitext": wikitext_rows,
+    "energy": energy_rows,
+    "ablations": ablation_rows,
+}
+
+
+def aggregate(results_dir, output=None):
+    """Builds the summary table and PNGs; returns ``(table_rows, missing_experiments)``."""
+    from keras_effattn.utils import io
+
+    results_dir = pathlib.Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(
+            f"results_dir {results_dir} does not exist; run an experiment first or pass the "
+            "folder holding the experiment folders."
+        )
+    table, missing, devices, finished = [], [], {}, {}
+    for name in EXPERIMENTS:
+        folder = results_dir / name
+        rows = sweep.load_finished(folder)
+        if not rows:
+            missing.append(name)
+            continue
+        finished[name] = rows
+        devices[name] = _device(folder)
+        table += [{"experiment": name, **row} for row in EXTRACTORS[name](rows)]
+    analysis = results_dir / "analysis" / "failure_stats.json"
+    if analysis.is_file():
+        failures = io.read_json(analysis)
+        table.append({"experiment": "analysis", "configuration": "analysed classifier",
+                      "metric": "test accuracy", "score": _f(failures["accuracy"]),
+                      "time": "n/a", "peak memory (MB)": "n/a", "energy (kWh)": "n/a",
+                      "n": failures["errors"]["count"] + failures["correct"]["count"]})
+        devices["analysis"] = _device(results_dir / "analysis")
+    else:
+        missing.append("analysis")
+    lines = ["# Results summary", "",
+             ("Built by `python -m experiments.aggregate` from each run folder's `row.json`. "
+             "Scores are single runs unless n > 1 (then mean ± std over seeds, with Welch's "
+             "p-value against the first variant). Times and memory are from the machine named "
+             "below, measured in the same run as their baseline; on a shared CPU only ratios "
+             "within one experiment are meaningful."), ""]
+    lines += [f"- `{name}`: {device}" for name, device in devices.items()]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
+    lines += ["", suite.markdown_table(table, list(COLUMNS))]
+    output = pathlib.Path(output) if output else results_dir / "summary.md"
+    io.write_text(output, "\n".join(lines))
+    _plots(finished, output.parent)
+    return table, missing
+
+
+def _plots(finished, out_dir):
+    plt = suite._pyplot()
+    from keras_effattn.utils import io
+
+    sets = [(name, finished[name], key) for name, key in
+            (("variants_imdb", "variant"), ("energy", "setting"), ("ablations", "value"))
+            if name in finished]
+    if sets:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for name, rows, key in sets:
+            xs = [sweep.as_float(r.get("epoch_seconds")) for r in rows]
+            ys = [sweep.as_float(r.get("accuracy")) for r in rows]
+            axis.scatter(xs, ys, label=name, alpha=0.8)
+        axis.set_xlabel("seconds per epoch")
+        axis.set_ylabel("IMDB test accuracy")
+        axis.set_title("IMDB experiments: accuracy vs training time", fontsize=10)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+        io.save_figure(figure, out_dir / "summary_accuracy_vs_time.png")
+    if "seq_scaling" in finished:
+        rows = finished["seq_scaling"]
+        series = {}
+        for r in rows:
+            step = sweep.as_float(r.get("train_step_ms"))
+            if math.isfinite(step):  # skipped (out-of-memory) rows have no time
+                xs, ys = series.setdefault(r["variant"], ([], []))
+                xs.append(int(r["length"]))
+                ys.append(step)
+        suite.line_chart(series, out_dir / "summary_step_time.png", "sequence length",
+                         "train step (ms)", "Sequence scaling: training step time", logy=True)
+
+
+def main(argv):
+    del argv
+    aggregate(FLAGS.results_dir, FLAGS.output)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,162 @@
+"""Energy study: what do mixed precision, gradient checkpointing, label smoothing, dropout, the
+optimiser (Adam, AdamW, SGD with momentum) and a cosine schedule cost or save in energy, and what
+do they do to accuracy?
+
+Each row changes one training setting of the baseline (AdamW, linear decay, float32, no remat,
+no label smoothing, the backbone's dropout) and trains the same IMDB classifier through the one
+training engine, with CodeCarbon's offline tracker around training and evaluation. Reports test
+accuracy, macro F1, validation loss (a held-out 20% of the training reviews), kWh, kg CO2 and
+minutes, and draws the accuracy/energy trade-off in one chart.
+
+Energy figures are CodeCarbon estimates (RAPL, NVML, or the CPU's TDP and a memory model when no
+counter is readable, as on most shared or virtual CPUs); the grid intensity is
+``--country_iso_code``'s. On a shared CPU other processes' load changes the figures; compare rows
+of one run only.
+
+Quick (tiny from-scratch model, 320 reviews, length 64, 1 epoch; minutes on 2 CPU cores):
+
+    python -m experiments.energy_study --quick
+
+Full (GPU; MiniLM-L6, 5,000/5,000 reviews, 3 epochs, length 256, mixed_float16 row):
+
+    python -m experiments.energy_study --output_dir=runs/energy_full
+
+Output: ``results.csv`` (one row per setting), ``summary.md``, ``tradeoff.png`` (accuracy vs
+kWh), ``energy.png``, ``config.json`` and each run's folder under ``runs/``.
+"""
+
+from absl import app, flags
+
+from experiments import suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+flags.DEFINE_string("output_dir", "results/energy", "Sweep folder.")
+flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
+flags.DEFINE_string("settings", "baseline;mixed_precision;remat;label_smoothing;dropout;adam;"
+                    "sgd;cosine", "';'-separated rows to run (see ROWS).")
+flags.DEFINE_string("mixed_policy", "mixed_float16", "Policy of the mixed_precision row.")
+flags.DEFINE_integer("epochs", 3, "Training epochs.")
+flags.DEFINE_integer("batch_size", 16, "Batch size.")
+flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (SGD uses 20x).")
+flags.DEFINE_integer("max_length", 256, "Token sequence length.")
+flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (20% held out).")
+flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
+flags.DEFINE_string("country_iso_code", "USA", "Grid carbon intensity for CodeCarbon.")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+
+QUICK = {
+    "backbone": "tiny",
+    "mixed_policy": "mixed_bfloat16",
+    "epochs": 1,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "train_per_class": 160,
+    "test_per_class": 64,
+    "jit_compile": False,
+}
+NAMES = ("output_dir", "backbone", "attention", "settings", "mixed_policy", "epochs",
+         "batch_size", "learning_rate", "max_length", "train_per_class", "test_per_class",
+         "country_iso_code", "jit_compile", "seed")
+QUESTION = "Which training settings save energy, and what do they cost in accuracy?"
+# Each row: (TrainConfig overrides, classifier overrides). "MIXED" and "LR*20" are resolved below.
+ROWS = {
+    "baseline": ({}, {}),
+    "mixed_precision": ({"precision": "MIXED"}, {}),
+    "remat": ({"remat": True}, {}),
+    "label_smoothing": ({"label_smoothing": 0.1}, {}),
+    "dropout": ({}, {"backbone_dropout": 0.3}),
+    "adam": ({"optimizer": "adam", "weight_decay": 0.0}, {}),
+    "adamw": ({"optimizer": "adamw"}, {}),
+    "sgd": ({"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "learning_rate": "LR*20"},
+            {}),
+    "cosine": ({"schedule": "cosine"}, {}),
+}
+
+
+def train_overrides(name, settings):
+    """The `TrainConfig` overrides of row `name` with placeholders resolved."""
+    if name not in ROWS:
+        raise ValueError(f"Unknown energy row {name!r}; choose from {sorted(ROWS)}.")
+    overrides = dict(ROWS[name][0])
+    if overrides.get("precision") == "MIXED":
+        overrides["precision"] = settings["mixed_policy"]
+    if overrides.get("learning_rate") == "LR*20":
+        overrides["learning_rate"] = 20 * settings["learning_rate"]
+    return overrides
+
+
+def run(settings, data_dir):
+    """Runs one training per row; returns the result rows."""
+    from keras_effattn.data import read_imdb
+    from keras_effattn.data.splits import stratified_split
+    from keras_effattn.training.fit import TrainConfig
+
+    archive = data_dir / "aclImdb_v1.tar.gz"
+    pool = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
+    train, validation = stratified_split(pool, (0.8, 0.2), seed=settings["seed"])
+    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
+    source = suite.backbone_source(settings["backbone"])
+    names = suite.split_list(settings["settings"])
+    rows = [{"run_id": name, "setting": name, **train_overrides(name, settings)}
+            for name in names]
+
+    def run_one(row, run_dir):
+        overrides = train_overrides(row["setting"], settings)
+        base = {"epochs": settings["epochs"], "batch_size": settings["batch_size"],
+                "learning_rate": settings["learning_rate"], "seed": settings["seed"],
+                "jit_compile": settings["jit_compile"], "energy": True,
+                "country_iso_code": settings["country_iso_code"], "tensorboard": False,
+                "save_model": False, "name": f"energy {row['setting']}",
+                "extra": {"dataset": "imdb", "backbone": settings["backbone"],
+                          "attention": settings["attention"], **ROWS[row["setting"]][1]}}
+        config = TrainConfig(**{**base, **overrides})
+        build = suite.classifier_builder(source, settings["attention"], settings["max_length"],
+                                         **ROWS[row["setting"]][1])
+        out = suite.train_row(config, build, train, test, run_dir, validation=validation)
+        out["minutes"] = out["train_seconds"] / 60 if out["train_seconds"] is not None else None
+        return out
+
+    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
+    results = sweep.run_sweep(rows, run_one, settings["output_dir"],
+                              columns=["run_id", "setting", *suite.ROW_COLUMNS])
+    report(results, settings["output_dir"])
+    return results
+
+
+def report(results, out_dir):
+    """Draws the trade-off chart and writes summary.md."""
+    from keras_effattn.utils import io
+
+    plt = suite._pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for row in results:
+        kwh, accuracy = sweep.as_float(row.get("energy_kwh")), sweep.as_float(row["accuracy"])
+        axis.scatter([kwh], [accuracy])
+        axis.annotate(row["setting"], (kwh, accuracy), fontsize=7, xytext=(3, 3),
+                      textcoords="offset points")
+    axis.set_xlabel("energy (kWh, CodeCarbon estimate)")
+    axis.set_ylabel("test accuracy")
+    axis.set_title("Accuracy / energy trade-off", fontsize=10)
+    axis.grid(alpha=0.3)
+    io.save_figure(figure, f"{out_dir}/tradeoff.png")
+    suite.bar_chart([r["setting"] for r in results],
+                    [sweep.as_float(r.get("energy_kwh")) for r in results],
+                    f"{out_dir}/energy.png", "kWh (estimate)", "Energy per training run")
+    columns = ["setting", "accuracy", "macro_f1", "validation_loss", "energy_kwh",
+               "emissions_kg_co2", "minutes", "epoch_seconds", "peak_host_rss_mb"]
+    io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nEnergy: CodeCarbon offline "
+                  "estimates; one seed per row.\n\n" + suite.markdown_table(results, columns))
+
+
+def main(argv):
+    del argv
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
+    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,283 @@
+"""Low-rank attention on GLUE and WikiText: does rank-16 attention keep the standard model's GLUE
+scores and masked-LM perplexity, and what does it save at inference?
+
+Part 1 fine-tunes the standard model (stock Keras attention) and each low-rank variant on the
+GLUE classification tasks in ``../shared/data/glue`` (CoLA, SST-2, MRPC, RTE) through the one
+training engine, and scores the dev set with each task's GLUE metric (Matthews correlation for
+CoLA, F1 and accuracy for MRPC, accuracy otherwise), plus inference peak memory and per-sample
+inference time. STS-B is a regression task and the training engine trains classifiers only, so
+it is not run (``--tasks`` refuses it).
+
+Part 2 trains a masked-LM head (and the encoder) per variant on WikiText-2 and reports test
+perplexity ``exp(mean masked-token cross-entropy)``. Offline, the shared copy has no WikiText-2
+train split, so training uses the **valid** split and evaluation the **test** split: these
+perplexities are not comparable with published numbers (`keras_effattn.data.wikitext`). The masks
+of the evaluation text are drawn once with a fixed seed and shared by every variant.
+
+Quick (tiny from-scratch models, 256 examples per task, length 64, 1 epoch; WikiText on 256
+chunks; minutes on 2 CPU cores):
+
+    python -m experiments.glue_lowrank --quick
+
+Full (GPU; MiniLM-L6, rank 16, lr 2e-5, batch 16, 3 epochs, length 128, weight decay 0.01, full
+train/dev sets; WikiText valid -> test):
+
+    python -m experiments.glue_lowrank --output_dir=runs/glue_lowrank_full
+
+Output: ``results.csv`` (task x variant: metrics, inference ms/sample, inference peak memory),
+``perplexity.csv``, ``summary.md``, ``glue_scores.png``, ``perplexity.png``, ``config.json``, run
+folders under ``runs/``.
+"""
+
+import math
+
+from absl import app, flags
+
+from experiments import suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+flags.DEFINE_string("output_dir", "results/glue_lowrank", "Sweep folder.")
+flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+flags.DEFINE_string("variants", "keras;lowrank(qkv_rank=16);lowrank(k=16)",
+                    "';'-separated attention specs; the first is the standard model.")
+flags.DEFINE_string("tasks", "CoLA;SST-2;MRPC;RTE", "';'-separated GLUE classification tasks.")
+flags.DEFINE_integer("epochs", 3, "Training epochs.")
+flags.DEFINE_integer("batch_size", 16, "Batch size.")
+flags.DEFINE_float("learning_rate", 2e-5, "Peak learning rate (AdamW, linear decay).")
+flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay.")
+flags.DEFINE_integer("max_length", 128, "Token sequence length.")
+flags.DEFINE_integer("train_examples", 0, "Training examples per task (0: all).")
+flags.DEFINE_integer("dev_examples", 0, "Dev examples per task (0: all).")
+flags.DEFINE_bool("perplexity", True, "Run the WikiText masked-LM part.")
+flags.DEFINE_integer("mlm_max_words", 96, "Words per WikiText chunk (fits max_length tokens).")
+flags.DEFINE_integer("mlm_train_chunks", 0, "WikiText training chunks (0: all of valid).")
+flags.DEFINE_integer("mlm_eval_chunks", 0, "WikiText evaluation chunks (0: all of test).")
+flags.DEFINE_integer("mlm_epochs", 3, "Masked-LM training epochs.")
+flags.DEFINE_float("mlm_learning_rate", 5e-5, "Masked-LM peak learning rate.")
+flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+
+QUICK = {
+    "backbone": "tiny",
+    "epochs": 1,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "train_examples": 256,
+    "dev_examples": 128,
+    "mlm_max_words": 40,
+    "mlm_train_chunks": 256,
+    "mlm_eval_chunks": 128,
+    "mlm_epochs": 1,
+    "mlm_learning_rate": 1e-3,
+    "jit_compile": False,
+}
+NAMES = ("output_dir", "backbone", "variants", "tasks", "epochs", "batch_size", "learning_rate",
+         "weight_decay", "max_length", "train_examples", "dev_examples", "perplexity",
+         "mlm_max_words", "mlm_train_chunks", "mlm_eval_chunks", "mlm_epochs",
+         "mlm_learning_rate", "precision", "jit_compile", "seed")
+QUESTION = "Does rank-16 attention keep GLUE scores and masked-LM perplexity, and save inference?"
+
+
+def load_task(task, settings, data_dir):
+    """Train and dev `TextDataset`s of a GLUE classification task (seeded stratified subsets)."""
+    from keras_effattn.data import glue_task, read_glue
+    from keras_effattn.data.splits import stratified_subset
+
+    spec = glue_task(task)
+    if spec.is_regression:
+        raise ValueError(
+            f"--tasks includes {spec.name}, a regression task; the training engine trains "
+            "classifiers only, so choose among CoLA, SST-2, MRPC and RTE."
+        )
+    parts = []
+    for split, size in (("train", settings["train_examples"]), ("dev", settings["dev_examples"])):
+        data = read_glue(spec.name, data_dir / "glue", split)
+        if size and size < len(data):
+            data = stratified_subset(data, size, seed=settings["seed"])
+        parts.append(data)
+    return spec, parts[0], parts[1]
+
+
+def run_glue(settings, data_dir, variants, source):
+    """Part 1: one engine run per (task, variant); rows carry the task's GLUE metrics."""
+    import numpy as np
+
+    from keras_effattn.training.evaluate import glue_metrics
+    from keras_effattn.training.fit import TrainConfig
+
+    data = {t: load_task(t, settings, data_dir) for t in suite.split_list(settings["tasks"])}
+    rows = [{"run_id": sweep.run_id_of(task=spec.name, v=i), "task": spec.name,
+             "variant": variant} for spec, _, _ in data.values()
+            for i, variant in enumerate(variants)]
+    by_name = {spec.name: (spec, train, dev) for spec, train, dev in data.values()}
+
+    def run_one(row, run_dir):
+        spec, train, dev = by_name[row["task"]]
+        config = TrainConfig(
+            epochs=settings["epochs"], batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
+            precision=settings["precision"], jit_compile=settings["jit_compile"],
+            seed=settings["seed"], energy=False, tensorboard=False, save_model=False,
+            name=f"glue {spec.name} {row['variant']}",
+            extra={"dataset": f"glue/{spec.name}", "backbone": settings["backbone"],
+                   "attention": row["variant"], "max_length": settings["max_length"]},
+        )
+        build = suite.classifier_builder(source, row["variant"], settings["max_length"],
+                                         num_classes=spec_classes(spec))
+        out = suite.train_row(config, build, train, dev, run_dir)
+        predictions = np.asarray(suite.predictions_of(run_dir))
+        scores = glue_metrics(spec.name, dev.labels, predictions)
+        out.update({f"glue_{k}": v for k, v in scores.items()})
+        out["glue_score"] = scores[spec.metrics[0]]
+        out["glue_metric"] = spec.metrics[0]
+        out["inference_peak_rss_mb"] = _inference(run_dir).get("host_peak_rss_mb")
+        return out
+
+    return sweep.run_sweep(rows, run_one, settings["output_dir"] + "/glue",
+                           columns=["run_id", "task", "variant", "glue_metric", "glue_score"])
+
+
+def spec_classes(spec):
+    return len(spec.class_names)
+
+
+def _inference(run_dir):
+    from keras_effattn.utils import io
+
+    return io.read_json(f"{run_dir}/metrics.json")["evaluation"]["inference"]
+
+
+def masked_lm_perplexity(model, batches):
+    """``exp`` of the masked-token cross-entropy summed over `batches` of preprocessed
+    ``(x, y, sample_weight)`` and divided by the number of masked tokens."""
+    import numpy as np
+
+    from keras_effattn.models.masked_lm import masked_lm_loss
+
+    loss_fn = masked_lm_loss()
+    total, count = 0.0, 0.0
+    for x, y, weight in batches:
+        logits = model(x, training=False)
+        mean = float(loss_fn(y, logits, sample_weight=weight))
+        tokens = float(np.sum(np.asarray(weight)))
+        total += mean * tokens
+        count += tokens
+    if count == 0:
+        raise ValueError("No masked tokens in the evaluation text; use longer chunks.")
+    return math.exp(total / count), total / count, int(count)
+
+
+def run_perplexity(settings, data_dir, variants, source):
+    """Part 2: masked-LM training per variant on WikiText valid, perplexity on test."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_effattn.data.wikitext import OFFLINE_NOTE, OFFLINE_SPLITS, read_wikitext
+    from keras_effattn.models import build_masked_lm
+    from keras_effattn.training.optimizers import build_optimizer
+    from keras_effattn.training.precision import precision_scope
+    from keras_effattn.utils.memory import MemoryMeter
+
+    folder = data_dir / "wikitext-2"
+    train_chunks = read_wikitext(folder, OFFLINE_SPLITS["train"]).chunks(settings["mlm_max_words"])
+    eval_chunks = read_wikitext(folder, OFFLINE_SPLITS["eval"]).chunks(settings["mlm_max_words"])
+    if settings["mlm_train_chunks"]:
+        train_chunks = train_chunks[: settings["mlm_train_chunks"]]
+    if settings["mlm_eval_chunks"]:
+        eval_chunks = eval_chunks[: settings["mlm_eval_chunks"]]
+    batch = settings["batch_size"]
+    eval_batches = None
+    rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": v} for i, v in enumerate(variants)]
+
+    def run_one(row, run_dir):
+        nonlocal eval_batches
+        keras.utils.set_random_seed(settings["seed"])
+        steps = settings["mlm_epochs"] * (len(train_chunks) // batch)
+        with precision_scope(settings["precision"]):
+            model = build_masked_lm(source, attention=row["variant"],
+                                    max_length=settings["max_length"])
+            model.compile(optimizer=build_optimizer(
+                "adamw", settings["mlm_learning_rate"], total_steps=steps,
+                weight_decay=settings["weight_decay"]), loss=model.loss,
+                jit_compile=settings["jit_compile"])
+        if eval_batches is None:  # masks drawn once, shared by every variant
+            tf.random.set_seed(settings["seed"] + 1)
+            texts = tf.data.Dataset.from_tensor_slices(eval_chunks).batch(batch)
+            eval_batches = [model.preprocessor(t) for t in texts]
+            eval_batches = [tuple(keras.tree.map_structure(np.asarray, b)) for b in eval_batches]
+        train_ds = tf.data.Dataset.from_tensor_slices(train_chunks).shuffle(
+            len(train_chunks), seed=settings["seed"]).batch(batch, drop_remainder=True)
+        meter = MemoryMeter().start()
+        history = model.fit(train_ds, epochs=settings["mlm_epochs"], verbose=0)
+        memory = meter.stop()
+        ppl, loss, tokens = masked_lm_perplexity(model, eval_batches)
+        keras.backend.clear_session()
+        return {"perplexity": ppl, "eval_cross_entropy": loss, "masked_tokens": tokens,
+                "final_train_loss": float(history.history["loss"][-1]),
+                "train_chunks": len(train_chunks), "eval_chunks": len(eval_chunks),
+                "train_peak_rss_mb": memory["host_peak_rss_mb"],
+                "splits": "train=valid, eval=test (offline)", "note": OFFLINE_NOTE}
+
+    return sweep.run_sweep(rows, run_one, settings["output_dir"] + "/wikitext",
+                           columns=["run_id", "variant", "perplexity"])
+
+
+def report(glue_rows, ppl_rows, variants, out_dir):
+    """Writes the top-level tables, the PNGs and summary.md."""
+    from keras_effattn.data.wikitext import OFFLINE_NOTE
+    from keras_effattn.utils import io
+
+    io.write_csv(f"{out_dir}/results.csv", glue_rows)
+    lines = [f"# {QUESTION}", "", "## GLUE dev (each task's metric)", ""]
+    columns = ["task", "variant", "glue_metric", "glue_score", "glue_accuracy", "glue_f1",
+               "latency_ms_per_sample", "inference_peak_rss_mb", "epoch_seconds",
+               "trainable_params"]
+    lines.append(suite.markdown_table(glue_rows, columns))
+    tasks = list(dict.fromkeys(r["task"] for r in glue_rows))
+    plt = suite._pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        scores = [next(sweep.as_float(r["glue_score"]) for r in glue_rows
+                       if r["task"] == t and r["variant"] == variant) for t in tasks]
+        axis.bar([j + i * width for j in range(len(tasks))], scores, width, label=variant)
+    axis.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(tasks))],
+                    [f"{t}\n({r})" for t, r in zip(tasks, [next(
+                        x["glue_metric"] for x in glue_rows if x["task"] == t) for t in tasks])],
+                    fontsize=8)
+    axis.set_ylabel("dev score")
+    axis.set_title("GLUE dev: standard vs low-rank attention", fontsize=10)
+    axis.legend(fontsize=7)
+    axis.grid(axis="y", alpha=0.3)
+    io.save_figure(figure, f"{out_dir}/glue_scores.png")
+    if ppl_rows:
+        io.write_csv(f"{out_dir}/perplexity.csv", ppl_rows)
+        lines += ["## WikiText-2 masked-LM perplexity", "", f"**{OFFLINE_NOTE}**", "",
+                  suite.markdown_table(ppl_rows, ["variant", "perplexity", "eval_cross_entropy",
+                                                  "masked_tokens", "splits"])]
+        suite.bar_chart([r["variant"] for r in ppl_rows],
+                        [sweep.as_float(r["perplexity"]) for r in ppl_rows],
+                        f"{out_dir}/perplexity.png", "perplexity",
+                        "WikiText-2 MLM perplexity (trained on valid, evaluated on test)")
+    io.write_text(f"{out_dir}/summary.md", "\n".join(lines))
+
+
+def main(argv):
+    del argv
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
+    data_dir = suite.resolve_data_dir(FLAGS.data_dir)
+    variants = suite.split_list(settings["variants"])
+    source = suite.backbone_source(settings["backbone"])
+    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
+    glue_rows = run_glue(settings, data_dir, variants, source)
+    ppl_rows = run_perplexity(settings, data_dir, variants, source) if settings["perplexity"] \
+        else []
+    report(glue_rows, ppl_rows, variants, settings["output_dir"])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,200 @@
+"""Sequence-length scaling of the whole model: how do training step time, throughput and peak
+memory grow with the sequence length for each attention variant?
+
+For every (variant, length) the script builds the whole classifier (embeddings, encoder, head),
+compiles it with the library's optimiser (AdamW, `keras_effattn.training.optimizers`) inside the
+library's precision scope, runs warm-up steps (tracing, XLA), then times `train_on_batch` and
+`predict_on_batch` on a fixed batch of random token ids with a full padding mask (every position
+real: the worst case); reports the median step time of the repeats, samples (and tokens) per
+second, the peak memory over the timed steps, and each variant's step time relative to the
+baseline (the first variant) at the same length, measured in the same run.
+
+Position-embedding policy: cost does not depend on weight values, so each length runs the
+backbone's architecture (sizes read from the source) with a randomly initialised position table
+of ``max(lengths)`` rows. Lengths past a pretrained table (512 for MiniLM) are therefore measured
+without extrapolating learned positions; fine-tuning at those lengths needs a position extension
+(e.g. copying the learned table, as Longformer does), which this benchmark does not claim.
+Low-rank (Linformer) layers get ``max_length = max(lengths)`` rows of E/F.
+
+Quick (tiny from-scratch model, lengths 128-1024, batch 4; a few minutes on 2 CPU cores):
+
+    python -m experiments.seq_scaling --quick
+
+Full (GPU; MiniLM-L6 architecture, lengths 128-4096, batch 8, 10 timed steps):
+
+    python -m experiments.seq_scaling --output_dir=runs/seq_scaling_full
+
+Output: ``results.csv`` (one row per variant and length, with ``skipped`` set where a run ran out
+of memory), ``step_time.png``, ``throughput.png``, ``peak_memory.png``, ``summary.md``.
+Memory: on GPU the allocator peak (``device_peak_mb``); on CPU the growth of the process's
+resident set over its level before the model was built (``host_rss_growth_mb``), an upper-bound
+estimate since freed memory may be reused across rows.
+"""
+
+import math
+import statistics
+import time
+
+from absl import app, flags
+
+from experiments import suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+flags.DEFINE_string("output_dir", "results/seq_scaling", "Sweep folder.")
+flags.DEFINE_string("backbone", "minilm-l6", "Architecture source: 'minilm-l6' or 'tiny'.")
+flags.DEFINE_string(
+    "variants", "keras;exact;exact(chunk_size=256);favor(num_features=128);lowrank(k=128)",
+    "';'-separated attention specs; the first is the baseline.")
+flags.DEFINE_string("lengths", "128;256;512;1024;2048;4096", "';'-separated sequence lengths.")
+flags.DEFINE_integer("batch_size", 8, "Batch size.")
+flags.DEFINE_integer("warmup_steps", 2, "Untimed steps before timing.")
+flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
+flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the steps.")
+flags.DEFINE_integer("seed", 0, "Seed of the weights and the random batch.")
+
+QUICK = {
+    "backbone": "tiny",
+    "variants": "keras;exact(chunk_size=128);favor(num_features=32);lowrank(k=32)",
+    "lengths": "128;256;512;1024",
+    "batch_size": 4,
+    "warmup_steps": 1,
+    "steps": 3,
+    "jit_compile": False,
+}
+NAMES = ("output_dir", "backbone", "variants", "lengths", "batch_size", "warmup_steps", "steps",
+         "precision", "jit_compile", "seed")
+QUESTION = "How do step time, throughput and peak memory scale with sequence length per variant?"
+ARCH_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "vocabulary_size")
+
+
+def architecture(source, max_length):
+    """The backbone sizes of `source` with a `max_length`-row position table (random init)."""
+    if source == "tiny":
+        return suite.backbone_source("tiny", {"max_sequence_length": max_length})
+    from keras_effattn.models import load_backbone
+
+    config = load_backbone(source).get_config()
+    return {**{k: config[k] for k in ARCH_KEYS}, "max_sequence_length": max_length,
+            "dropout": config.get("dropout", 0.1)}
+
+
+def measure(settings, arch, variant, length):
+    """Times training and inference steps of one (variant, length); returns a flat row."""
+    import keras
+    import numpy as np
+
+    from keras_effattn.models import build_classifier
+    from keras_effattn.training.optimizers import build_optimizer
+    from keras_effattn.training.precision import precision_scope
+    from keras_effattn.utils.memory import MemoryMeter, current_rss_bytes
+
+    keras.utils.set_random_seed(settings["seed"])
+    before = current_rss_bytes()
+    with precision_scope(settings["precision"]):
+        model = build_classifier(arch, attention=variant, max_length=length,
+                                 options={"lowrank": {"max_length": arch["max_sequence_length"]}})
+        model.compile(optimizer=build_optimizer("adamw", 5e-5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=settings["jit_compile"])
+    rng = np.random.default_rng(settings["seed"])
+    batch = settings["batch_size"]
+    x = {"token_ids": rng.integers(1000, arch.get("vocabulary_size", 30522),
+                                   size=(batch, length)).astype("int32"),
+         "padding_mask": np.ones((batch, length), dtype=bool)}
+    y = rng.integers(0, 2, size=(batch,)).astype("int32")
+    for _ in range(settings["warmup_steps"]):
+        model.train_on_batch(x, y)
+        model.predict_on_batch(x)
+    meter = MemoryMeter().start()
+    train_times, infer_times = [], []
+    for _ in range(settings["steps"]):
+        start = time.perf_counter()
+        float(np.asarray(model.train_on_batch(x, y)).reshape(-1)[0])  # waits for the step
+        train_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        np.asarray(model.predict_on_batch(x))
+        infer_times.append(time.perf_counter() - start)
+    memory = meter.stop()
+    step = statistics.median(train_times)
+    infer = statistics.median(infer_times)
+    return {
+        "train_step_ms": 1000 * step,
+        "train_samples_per_s": batch / step,
+        "train_tokens_per_s": batch * length / step,
+        "infer_step_ms": 1000 * infer,
+        "infer_samples_per_s": batch / infer,
+        "host_rss_growth_mb": (memory["host_peak_rss_mb"] * 2**20 - before) / 2**20,
+        "host_peak_rss_mb": memory["host_peak_rss_mb"],
+        "device_peak_mb": memory["device_peak_mb"],
+        "skipped": "",
+    }
+
+
+def run(settings):
+    """Runs the benchmark sweep; returns the result rows (with step-time ratios)."""
+    import keras
+
+    variants = suite.split_list(settings["variants"])
+    lengths = suite.split_list(settings["lengths"], int)
+    arch = architecture(settings["backbone"], max(lengths))
+    rows = [{"run_id": sweep.run_id_of(len=length, v=i), "variant": variant, "length": length}
+            for length in lengths for i, variant in enumerate(variants)]
+
+    def run_one(row, run_dir):
+        try:
+            return measure(settings, arch, row["variant"], row["length"])
+        except Exception as error:
+            if "RESOURCE_EXHAUSTED" not in str(error) and "OOM" not in str(error):
+                raise
+            return {"skipped": f"out of memory: {type(error).__name__}"}
+        finally:
+            keras.backend.clear_session()
+
+    suite.write_sweep_config(settings["output_dir"], QUESTION, {**settings, "architecture": arch})
+    results = sweep.run_sweep(rows, run_one, settings["output_dir"],
+                              columns=["run_id", "variant", "length"])
+    return report(results, variants, lengths, settings["output_dir"])
+
+
+def report(results, variants, lengths, out_dir):
+    """Adds ratios to the baseline, rewrites the table, draws the plots and summary.md."""
+    from keras_effattn.utils import io
+
+    baseline = {r["length"]: sweep.as_float(r.get("train_step_ms")) for r in results
+                if r["variant"] == variants[0]}
+    for row in results:
+        base = baseline.get(row["length"])
+        step = sweep.as_float(row.get("train_step_ms"))
+        row["train_step_vs_baseline"] = step / base if base and math.isfinite(step) else None
+    io.write_csv(f"{out_dir}/results.csv", results)
+    for metric, name, ylabel, logy in (
+        ("train_step_ms", "step_time.png", "training step (ms, median)", True),
+        ("train_tokens_per_s", "throughput.png", "training tokens / s", False),
+        ("host_rss_growth_mb", "peak_memory.png", "host RSS growth (MB)", False),
+    ):
+        series = {}
+        for variant in variants:
+            points = [(r["length"], sweep.as_float(r.get(metric))) for r in results
+                      if r["variant"] == variant and math.isfinite(sweep.as_float(r.get(metric)))]
+            if points:
+                series[variant] = tuple(zip(*points))
+        suite.line_chart(series, f"{out_dir}/{name}", "sequence length", ylabel,
+                         f"Whole-model {ylabel} vs length", logy=logy)
+    columns = ["variant", "length", "train_step_ms", "train_step_vs_baseline",
+               "train_tokens_per_s", "infer_step_ms", "host_rss_growth_mb", "device_peak_mb",
+               "skipped"]
+    io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nBaseline: `{variants[0]}`; ratios "
+                  "are step times relative to it at the same length, measured in the same run.\n\n"
+                  + suite.markdown_table(results, columns))
+    return results
+
+
+def main(argv):
+    del argv
+    run(suite.settings_from_flags(FLAGS, NAMES, QUICK))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,161 @@
+"""Attention variants on IMDB: does efficient attention keep the accuracy of exact attention, and
+what does it save in time, memory and energy?
+
+Trains the same classifier under identical settings with each attention spec (stock Keras
+exact attention as the baseline, fused exact, FAVOR+, low-rank, a hybrid), over several seeds, on
+the IMDB reviews; reports accuracy, macro F1, training time per epoch, peak memory and energy as
+mean ± std over seeds, with Welch's t-test of each variant against the baseline across seeds and
+a paired bootstrap over test reviews (first seed).
+
+Quick (tiny from-scratch model, 256 training reviews, length 64, 2 seeds; minutes on 2 CPU
+cores), writes results/variants_imdb/:
+
+    python -m experiments.variants_imdb --quick
+
+Full (GPU; pretrained MiniLM-L6, 3 epochs, batch 16, lr 5e-5, AdamW, length 256, the
+5,000/5,000 subset, 3 seeds; ``--train_per_class=0 --test_per_class=0`` for the full 25k/25k):
+
+    python -m experiments.variants_imdb --output_dir=runs/variants_imdb_full
+
+Output: ``results.csv`` (one row per variant and seed), ``summary.csv``/``summary.md`` (mean ±
+std, p-values), ``accuracy.png``, ``epoch_time.png``, ``peak_memory.png``, ``config.json`` and
+each run's folder under ``runs/``. A killed run resumes and skips finished rows.
+"""
+
+import math
+
+from absl import app, flags
+
+from experiments import stats, suite, sweep
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+flags.DEFINE_string("output_dir", "results/variants_imdb", "Sweep folder.")
+flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+flags.DEFINE_string(
+    "variants",
+    "keras;exact;favor(num_features=128);lowrank(k=64);alternate:exact,favor(num_features=128)",
+    "';'-separated attention specs; the first is the baseline.",
+)
+flags.DEFINE_string("seeds", "0;1;2", "';'-separated seeds.")
+flags.DEFINE_integer("epochs", 3, "Training epochs.")
+flags.DEFINE_integer("batch_size", 16, "Batch size.")
+flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (AdamW, linear decay).")
+flags.DEFINE_integer("max_length", 256, "Token sequence length.")
+flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (0: all 12,500).")
+flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class (0: all 12,500).")
+flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
+flags.DEFINE_bool("energy", True, "Measure energy with CodeCarbon (offline).")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+
+QUICK = {
+    "backbone": "tiny",
+    "variants": "keras;exact;favor(num_features=16);lowrank(k=16);alternate:exact,favor(num_features=16)",
+    "seeds": "0;1",
+    "epochs": 2,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "train_per_class": 128,
+    "test_per_class": 64,
+    "energy": False,
+    "jit_compile": False,
+}
+NAMES = ("output_dir", "backbone", "variants", "seeds", "epochs", "batch_size", "learning_rate",
+         "max_length", "train_per_class", "test_per_class", "precision", "energy", "jit_compile")
+METRICS = ("accuracy", "macro_f1", "epoch_seconds", "peak_host_rss_mb", "energy_kwh")
+QUESTION = "Do efficient attention variants keep exact attention's IMDB accuracy, at what cost?"
+
+
+def run(settings, data_dir):
+    """Runs the sweep described by `settings`; returns (rows, summary)."""
+    from keras_effattn.data import read_imdb
+    from keras_effattn.training.fit import TrainConfig
+
+    archive = data_dir / "aclImdb_v1.tar.gz"
+    train = read_imdb(archive, "train", max_per_class=settings["train_per_class"] or None)
+    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"] or None)
+    variants = suite.split_list(settings["variants"])
+    source = suite.backbone_source(settings["backbone"])
+    rows = [
+        {"run_id": sweep.run_id_of(v=i, seed=seed), "variant": variant, "seed": seed}
+        for i, variant in enumerate(variants)
+        for seed in suite.split_list(settings["seeds"], int)
+    ]
+
+    def run_one(row, run_dir):
+        config = TrainConfig(
+            epochs=settings["epochs"], batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"], optimizer="adamw",
+            precision=settings["precision"], jit_compile=settings["jit_compile"],
+            seed=row["seed"], energy=settings["energy"], tensorboard=False, save_model=False,
+            name=f"imdb {row['variant']} seed {row['seed']}",
+            extra={"dataset": "imdb", "backbone": settings["backbone"],
+                   "attention": row["variant"], "max_length": settings["max_length"]},
+        )
+        build = suite.classifier_builder(source, row["variant"], settings["max_length"])
+        return suite.train_row(config, build, train, test, run_dir)
+
+    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
+    results = sweep.run_sweep(rows, run_one, settings["output_dir"],
+                              columns=["run_id", "variant", "seed", *suite.ROW_COLUMNS])
+    return results, summarise(results, variants, test.labels, settings["output_dir"])
+
+
+def summarise(results, variants, labels, out_dir):
+    """Per-variant mean ± std, Welch p-values and the first seed's paired bootstrap; files."""
+    import numpy as np
+
+    baseline = variants[0]
+    summary = stats.compare_groups(results, "variant", METRICS, baseline=baseline)
+    first = {}
+    for row in results:
+        first.setdefault(row["variant"], row)
+    base_correct = np.asarray(suite.predictions_of(f"{out_dir}/{first[baseline]['run_dir']}"))
+    base_correct = (base_correct == labels).astype(float)
+    for entry in summary:
+        predictions = np.asarray(suite.predictions_of(f"{out_dir}/{first[entry['variant']]['run_dir']}"))
+        boot = stats.paired_bootstrap((predictions == labels).astype(float), base_correct)
+        entry["accuracy_diff_bootstrap_ci"] = f"[{boot['ci_low']:+.3f}, {boot['ci_high']:+.3f}]"
+        entry["accuracy_p_bootstrap"] = math.nan if entry["variant"] == baseline else boot["p"]
+    from keras_effattn.utils import io
+
+    io.write_csv(f"{out_dir}/summary.csv", summary)
+    table = [
+        {
+            "variant": s["variant"],
+            "n": s["n"],
+            "accuracy": stats.format_mean_std(s["accuracy_mean"], s["accuracy_std"]),
+            "macro F1": stats.format_mean_std(s["macro_f1_mean"], s["macro_f1_std"]),
+            "Δacc": s["accuracy_diff"],
+            "p (Welch)": s["accuracy_p_welch"],
+            "p (bootstrap)": s["accuracy_p_bootstrap"],
+            "s/epoch": stats.format_mean_std(s["epoch_seconds_mean"], s["epoch_seconds_std"], 1),
+            "peak RSS MB": stats.format_mean_std(
+                s["peak_host_rss_mb_mean"], s["peak_host_rss_mb_std"], 0),
+            "kWh": s["energy_kwh_mean"],
+        }
+        for s in summary
+    ]
+    text = (f"# {QUESTION}\n\nBaseline: `{baseline}`. Mean ± std over seeds; p-values against "
+            "the baseline (Welch over seeds; paired bootstrap over test reviews, first seed).\n\n"
+            + suite.markdown_table(table, list(table[0])))
+    io.write_text(f"{out_dir}/summary.md", text)
+    labels_ = [s["variant"] for s in summary]
+    for metric, name, ylabel in (("accuracy", "accuracy.png", "test accuracy"),
+                                 ("epoch_seconds", "epoch_time.png", "seconds per epoch"),
+                                 ("peak_host_rss_mb", "peak_memory.png", "peak host RSS (MB)")):
+        suite.bar_chart(labels_, [s[f"{metric}_mean"] for s in summary], f"{out_dir}/{name}",
+                        ylabel, f"IMDB: {ylabel} (mean ± std over seeds)",
+                        errors=[s[f"{metric}_std"] for s in summary])
+    return summary
+
+
+def main(argv):
+    del argv
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
+    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,194 @@
+"""Smoke tests: each experiment script's real entry point in --quick mode with tiny flags.
+
+Every script runs in its own subprocess (`python -m experiments.<name>`), as a user runs it: the
+scripts define absl flags at import, so importing several of them into one process would clash.
+Each test checks the files the script promises and that a second run resumes instead of
+recomputing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import sweep
+from experiments.failures import failure_statistics, negation_count
+from keras_effattn.utils import io
+from tests.conftest import REPO_ROOT
+
+# Tiny IMDB settings shared by the IMDB scripts.
+TINY_IMDB = ["--backbone=tiny", "--epochs=1", "--batch_size=8", "--max_length=32",
+             "--train_per_class=16", "--test_per_class=8"]
+
+
+def run_script(name, *args, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"experiments.{name}", *args], cwd=REPO_ROOT, env=env,
+        check=False, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _rows(folder):
+    return io.read_csv(folder / "results.csv")
+
+
+@pytest.mark.slow
+def test_variants_imdb_quick(tmp_path, data_dir):
+    out = tmp_path / "variants"
+    args = ["--quick", f"--data_dir={data_dir}", f"--output_dir={out}", *TINY_IMDB,
+            "--variants=keras;favor(num_features=8)", "--seeds=0;1"]
+    run_script("variants_imdb", *args)
+    rows = _rows(out)
+    assert [(r["variant"], r["seed"]) for r in rows] == [
+        ("keras", "0"), ("keras", "1"), ("favor(num_features=8)", "0"),
+        ("favor(num_features=8)", "1")]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and float(r["epoch_seconds"]) > 0 for r in rows)
+    summary = io.read_csv(out / "summary.csv")
+    assert [s["variant"] for s in summary] == ["keras", "favor(num_features=8)"]
+    assert summary[1]["accuracy_p_welch"] != "" or float(summary[1]["accuracy_std"]) == 0
+    for name in ("summary.md", "accuracy.png", "epoch_time.png", "peak_memory.png",
+                 "config.json", "runs/v=1_seed=1/DONE", "runs/v=1_seed=1/metrics.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["settings"]["quick"] is True
+    # A second run finds every row finished and recomputes nothing.
+    stamp = (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns
+    run_script("variants_imdb", *args)
+    assert (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_seq_scaling_quick(tmp_path):
+    out = tmp_path / "seq"
+    run_script("seq_scaling", "--quick", f"--output_dir={out}", "--lengths=16;64",
+               "--variants=keras;favor(num_features=8);lowrank(k=8)", "--batch_size=2",
+               "--steps=2")
+    rows = _rows(out)
+    assert [(r["variant"], r["length"]) for r in rows] == [
+        ("keras", "16"), ("favor(num_features=8)", "16"), ("lowrank(k=8)", "16"),
+        ("keras", "64"), ("favor(num_features=8)", "64"), ("lowrank(k=8)", "64")]
+    assert all(float(r["train_step_ms"]) > 0 for r in rows)
+    assert [float(r["train_step_vs_baseline"]) for r in rows if r["variant"] == "keras"] == [1, 1]
+    for name in ("step_time.png", "throughput.png", "peak_memory.png", "summary.md"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_glue_lowrank_quick(tmp_path, data_dir):
+    out = tmp_path / "glue"
+    run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               "--tasks=MRPC", "--variants=keras;lowrank(qkv_rank=4)", "--train_examples=32",
+               "--dev_examples=16", "--batch_size=8", "--max_length=32", "--mlm_max_words=16",
+               "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
+    rows = _rows(out)
+    assert [(r["task"], r["glue_metric"]) for r in rows] == [("MRPC", "f1"), ("MRPC", "f1")]
+    assert all(0.0 <= float(r["glue_accuracy"]) <= 1.0 for r in rows)
+    ppl = io.read_csv(out / "perplexity.csv")
+    assert [r["variant"] for r in ppl] == ["keras", "lowrank(qkv_rank=4)"]
+    assert all(1.0 < float(r["perplexity"]) < 1e6 for r in ppl)
+    summary = (out / "summary.md").read_text()
+    assert "valid split and evaluated on the test split" in summary
+    for name in ("glue_scores.png", "perplexity.png", "config.json"):
+        assert (out / name).is_file(), name
+
+
+def test_glue_lowrank_refuses_regression_tasks(tmp_path, data_dir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.glue_lowrank", "--quick", f"--data_dir={data_dir}",
+         f"--output_dir={tmp_path}", "--tasks=STS-B"],
+        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode != 0
+    assert "regression task" in proc.stderr
+
+
+@pytest.mark.slow
+def test_energy_study_quick(tmp_path, data_dir):
+    out = tmp_path / "energy"
+    run_script("energy_study", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               *TINY_IMDB, "--settings=baseline;label_smoothing;sgd")
+    rows = _rows(out)
+    assert [r["setting"] for r in rows] == ["baseline", "label_smoothing", "sgd"]
+    assert rows[2]["optimizer"] == "sgd"
+    assert all(float(r["validation_loss"]) > 0 and float(r["minutes"]) > 0 for r in rows)
+    config = io.read_json(out / "runs/label_smoothing/config.json")["config"]
+    assert config["label_smoothing"] == 0.1 and config["energy"] is True
+    for name in ("tradeoff.png", "energy.png", "summary.md"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_ablations_quick(tmp_path, data_dir):
+    out = tmp_path / "ablations"
+    run_script("ablations", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               *TINY_IMDB, "--groups=freeze;heads;hybrid", "--freeze=0;2", "--heads=2;4")
+    rows = _rows(out)
+    assert [(r["group"], r["value"]) for r in rows] == [
+        ("freeze", "0"), ("freeze", "2"), ("heads", "2"), ("heads", "4"),
+        ("hybrid", "exact,favor"), ("hybrid", "favor,exact")]
+    frozen = {r["value"]: int(r["trainable_params"]) for r in rows if r["group"] == "freeze"}
+    assert frozen["2"] < frozen["0"]
+    for name in ("freeze.png", "heads.png", "hybrid.png", "summary.md"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_analysis_quick(tmp_path, data_dir):
+    out, work = tmp_path / "analysis", tmp_path / "model"
+    run_script("analysis", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               f"--work_dir={work}", *TINY_IMDB, "--glue_task=RTE",
+               "--attention_max_length=16")
+    for name in ("eda_imdb_train.png", "eda_imdb_test.png", "eda_glue_RTE.png", "eda.json",
+                 "confusion_matrix.png", "per_class.csv", "failure_cases.csv",
+                 "failure_stats.json", "error_by_length.png", "attention_tokens_0.png",
+                 "attention_layers_0.png", "summary.md"):
+        assert (out / name).is_file(), name
+    stats = io.read_json(out / "failure_stats.json")
+    assert stats["errors"]["count"] + stats["correct"]["count"] == 16
+    assert not any(p.suffix == ".keras" for p in out.rglob("*"))  # the model stays in work_dir
+    assert (work / "model.keras").is_file()
+
+
+def test_aggregate_builds_one_table_from_run_folders(tmp_path):
+    def fake(folder, rows):
+        sweep.run_sweep(rows, lambda row, d: {}, tmp_path / folder)
+
+    fake("variants_imdb", [
+        {"run_id": f"v{v}s{s}", "variant": name, "seed": s, "accuracy": acc + 0.01 * s,
+         "epoch_seconds": 10.0, "peak_host_rss_mb": 900.0, "energy_kwh": None}
+        for v, (name, acc) in enumerate((("keras", 0.8), ("favor", 0.7))) for s in (0, 1, 2)])
+    fake("glue_lowrank/wikitext", [{"run_id": "m0", "variant": "keras", "perplexity": 123.4}])
+    run_script("aggregate", f"--results_dir={tmp_path}")
+    text = (tmp_path / "summary.md").read_text()
+    assert "| variants_imdb | keras | test accuracy | 0.810 ± 0.010 |" in text
+    assert "favor | test accuracy | 0.710 ± 0.010 (p=" in text
+    assert "trained on valid, evaluated on test" in text and "123.4" in text
+    assert "Not run yet: `seq_scaling`" in text
+    assert (tmp_path / "summary_accuracy_vs_time.png").is_file()
+
+
+def test_aggregate_names_a_missing_folder(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.aggregate", f"--results_dir={tmp_path / 'none'}"],
+        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "results_dir" in proc.stderr
+
+
+def test_failure_statistics_by_hand():
+    texts = ["good film", "not good at all", "I didn't like it, never again", "fine"]
+    stats = failure_statistics(texts, [1, 0, 0, 1], [1, 1, 1, 1])
+    assert stats["errors"]["count"] == 2 and stats["correct"]["count"] == 2
+    assert stats["errors"]["share_with_negation"] == 1.0
+    assert stats["correct"]["share_with_negation"] == 0.0
+    assert stats["errors"]["mean_words"] == pytest.approx((4 + 6) / 2)
+    assert stats["errors"]["negations_per_100_words"] == pytest.approx(100 * 3 / 10)
+    assert negation_count("Can't, won't, NOT, nothing") == 3
+    with pytest.raises(ValueError, match="one label and one prediction"):
+        failure_statistics(texts, [1, 0], [1, 1])
