@@ -1,0 +1,109 @@
+"""LowRankAttention: Keras contract, k >= n identity = exact, qkv_rank SVD conversion, errors."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_effattn import FusedAttention
+from keras_effattn import LowRankAttention
+from tests import oracle
+from tests.layer_contract import run_layer_contract
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"k": 5, "max_length": 16, "dropout": 0.1},
+               {"k": 4, "max_length": 13, "share_heads": False, "share_kv": True},
+               {"k": 3, "max_length": 13, "qkv_rank": 2}],
+    ids=["shared", "per_head_share_kv", "qkv_rank"])
+def test_layer_contract(kwargs, tmp_path):
+    run_layer_contract(LowRankAttention, kwargs, tmp_path)
+
+
+def _mha(length=9):
+    x = np.random.default_rng(0).normal(size=(2, length, 8)).astype("float32")
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    mha(x, x)
+    return x, mha
+
+
+@pytest.mark.parametrize("share_heads,share_kv", [(True, False), (False, True)])
+def test_identity_projections_with_k_at_least_n_equal_exact(share_heads, share_kv):
+    x, mha = _mha()
+    layer = LowRankAttention(num_heads=2, key_dim=4, k=12, max_length=12,
+                             share_heads=share_heads, share_kv=share_kv)
+    layer(x, x)
+    layer.set_weights(mha.get_weights())
+    eye = np.eye(12, dtype="float32")
+    if not share_heads:
+        eye = np.stack([eye, eye])
+    layer.key_projection.assign(eye)
+    if not share_kv:
+        layer.value_projection.assign(eye)
+    mask = np.ones((2, 1, 9), "int32")
+    mask[1, 0, 6:] = 0
+    want, want_scores = mha(x, x, attention_mask=mask, return_attention_scores=True)
+    got, scores = layer(x, x, attention_mask=mask, return_attention_scores=True)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(want_scores), atol=1e-6)
+
+
+def test_matches_oracle_with_random_projection():
+    x, mha = _mha()
+    layer = LowRankAttention.from_multi_head_attention(mha, (None, 9, 8), k=4, max_length=10)
+    e = np.asarray(layer.key_projection)
+    f = np.asarray(layer.value_projection)
+    keep = np.ones((2, 9), bool)
+    keep[0, 7:] = False
+
+    def core(q, k, v, _):
+        return oracle.linformer_naive(q, k, v, e, f, keep)
+
+    want, _ = oracle.mha_forward(mha.get_weights(), x, x, core=core)
+    got = layer(x, x, attention_mask=keep.astype("int32"))  # [B, S] key padding form
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_qkv_rank_conversion_full_rank_exact_and_error_falls():
+    x, mha = _mha()
+    fused = FusedAttention.from_config(mha.get_config())
+    fused(x, x)
+    fused.set_weights(mha.get_weights())
+    want = np.asarray(mha(x, x))
+    errors = []
+    for rank in (1, 2, 4, 8):
+        layer = LowRankAttention.from_multi_head_attention(fused, (None, 9, 8), k=None,
+                                                           qkv_rank=rank)
+        errors.append(np.abs(np.asarray(layer(x, x)) - want).max())
+    assert errors[-1] < 1e-5
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    names = [w.path.split("/", 1)[1] for w in layer.weights]
+    assert "query/down/kernel" in names and "query/up/kernel" in names
+
+
+def test_longer_than_max_length_raises_naming_the_limit():
+    x, _ = _mha(9)
+    layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=8)
+    with pytest.raises(ValueError, match="max_length=8"):
+        layer(x, x)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"k": 0}, "k must"), ({"k": -1}, "k must"), ({"num_heads": 0}, "num_heads"),
+     ({"max_length": 0}, "max_length"), ({"qkv_rank": 0}, "qkv_rank"),
+     ({"sliding_window": 2}, "sliding_window")],
+    ids=["k0", "k_neg", "heads0", "maxlen0", "rank0", "window"])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LowRankAttention(**{"num_heads": 2, "key_dim": 4, **kwargs})
+
+
+def test_bad_call_and_build_arguments():
+    x, _ = _mha()
+    with pytest.raises(ValueError, match="qkv_rank=9"):
+        LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=9, qkv_rank=9)(x, x)
+    layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=9)
+    with pytest.raises(ValueError, match="causal"):
+        layer(x, x, use_causal_mask=True)
+    with pytest.raises(ValueError, match="attention_mask"):
+        layer(x, x, attention_mask=np.ones((2, 9, 4), bool))
