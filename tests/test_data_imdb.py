@@ -53,10 +53,10 @@ def test_real_archive_balanced_sample(data_dir):
     assert ds.labels.dtype == np.int32
     assert not any("<br" in t for t in ds.texts)
     assert all(t == t.strip() and "  " not in t for t in ds.texts)
+    # Reproducible: the same seed gives the same reviews in the same order (other seeds and
+    # folder/archive equality are checked on tiny data below).
     again = read_imdb(data_dir / "aclImdb_v1.tar.gz", "test", max_per_class=25, seed=3)
     assert _as_pairs(again) == _as_pairs(ds)
-    other = read_imdb(data_dir / "aclImdb_v1.tar.gz", "test", max_per_class=25, seed=4)
-    assert _as_pairs(other) != _as_pairs(ds)
 
 
 @pytest.mark.slow
