@@ -112,7 +112,8 @@ def _replace_attention_layer(encoder, layer_spec):
     """Replaces one encoder's attention by a fresh, built layer of `layer_spec`'s kind."""
     old = getattr(encoder, _ATTENTION_ATTR)
     config = old.get_config()
-    mha_kwargs = {k: config[k] for k in _MHA_ARGS if k in config}
+    # Spec options win over the inherited constructor arguments (e.g. a FAVOR+ `seed`).
+    mha_kwargs = {k: config[k] for k in _MHA_ARGS if k in config and k not in layer_spec.kwargs}
     new = spec_lib.make_attention(layer_spec, **mha_kwargs)
     hidden_dim = old.query_dense.kernel.shape[0]
     new.build(query_shape=(None, None, hidden_dim), value_shape=(None, None, hidden_dim))
@@ -134,9 +135,19 @@ def _copy_layer_weights(source, target, where):
 
 
 def _copy_attention_weights(source, target, where):
-    """Copies the query/key/value/output projections; extra state of same-kind layers too."""
+    """Copies the query/key/value/output projections; extra state of same-kind layers too.
+
+    A target with factorised Q/K/V (low-rank ``qkv_rank``) receives the truncated-SVD factors
+    of the source's full kernels, through the layer's own `from_multi_head_attention`.
+    """
+    donor = source
+    if getattr(target, "qkv_rank", None) is not None and getattr(source, "qkv_rank", None) is None:
+        hidden = source.query_dense.kernel.shape[0]
+        donor = type(target).from_multi_head_attention(
+            source, (None, None, hidden), **layer_spec_of(target).kwargs
+        )
     for name in _PROJECTIONS:
-        _copy_layer_weights(getattr(source, name), getattr(target, name), f"{where}.{name}")
+        _copy_layer_weights(getattr(donor, name), getattr(target, name), f"{where}.{name}")
     if type(source) is type(target):
         projection_ids = {id(w) for name in _PROJECTIONS for w in getattr(source, name).weights}
         extra_src = [w for w in source.weights if id(w) not in projection_ids]
@@ -346,11 +357,17 @@ def _kind_of(layer):
 
 
 def layer_spec_of(layer):
-    """The `LayerSpec` (kind and every non-MultiHeadAttention option) of an attention layer."""
+    """The `LayerSpec` (kind and scalar non-MultiHeadAttention options) of an attention layer."""
     kind = _kind_of(layer)
     config = layer.get_config()
     base = set(keras.layers.MultiHeadAttention(num_heads=1, key_dim=1).get_config())
-    options = {k: v for k, v in config.items() if k not in base}
+    # Spec strings hold scalars; structured options (initializer configs) are left out: the
+    # state they create is saved with the weights.
+    options = {
+        k: v
+        for k, v in config.items()
+        if k not in base and (v is None or isinstance(v, (bool, int, float, str)))
+    }
     return spec_lib.LayerSpec(kind, tuple(sorted(options.items())))
 
 
