@@ -115,6 +115,41 @@ def test_tiny_stsb_scores_and_rte_label_names(tmp_path):
     assert read_glue("RTE", tmp_path, "dev").labels.tolist() == [1, 0]
 
 
+# Headers as GLUE ships them for the tasks not in ../shared/data.
+OTHER_TASKS = {
+    ("MNLI", "dev_matched"): (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+        "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
+        "label4\tlabel5\tgold_label\n"
+        "0\t1\t2\tfiction\t(a)\t(b)\t(A)\t(B)\tA premise .\tA hypothesis .\tneutral\t"
+        "neutral\tneutral\tneutral\tneutral\tcontradiction\n",
+        ("A premise .", "A hypothesis .", 2),
+    ),
+    ("QQP", "train"): (
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+        "0\t1\t2\tHow do I learn?\tHow can I learn?\t1\n",
+        ("How do I learn?", "How can I learn?", 1),
+    ),
+    ("QNLI", "dev"): (
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tHe did .\tnot_entailment\n",
+        ("Who?", "He did .", 1),
+    ),
+    ("WNLI", "train"): (
+        "index\tsentence1\tsentence2\tlabel\n0\tThe cup fell .\tIt fell .\t1\n",
+        ("The cup fell .", "It fell .", 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("task, split", list(OTHER_TASKS), ids=[t for t, _ in OTHER_TASKS])
+def test_tiny_files_of_tasks_not_shared(tmp_path, task, split):
+    text, (first, second, label) = OTHER_TASKS[(task, split)]
+    _write(tmp_path / task / f"{split}.tsv", text)
+    ds = read_glue(task, tmp_path, split.replace("dev", "validation"))
+    assert (ds.texts, ds.text_pairs, ds.labels.tolist()) == ([first], [second], [label])
+    assert ds.num_classes == len(GLUE_TASKS[task].class_names)
+
+
 def test_tfds_mock_pairs_and_regression():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=7):

@@ -129,6 +129,14 @@ def test_tfds_with_mock_data():
         assert set(sub.texts) <= set(ds.texts)
 
 
+def test_tfds_data_dir_is_recognised(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    (tmp_path / "imdb_reviews").mkdir()
+    with tfds.testing.mock_data(num_examples=4):
+        ds = read_imdb(tmp_path, "train", clean=False)
+    assert len(ds) == 4 and ds.name == "imdb/train"
+
+
 def test_tfds_unprepared_fails_fast_pointing_to_archive(tmp_path):
     (tmp_path / "imdb_reviews").mkdir()
     with pytest.raises(FileNotFoundError, match="aclImdb_v1.tar.gz"):
