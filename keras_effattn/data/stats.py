@@ -1,8 +1,8 @@
 """Dataset statistics: class balance, lengths in words and tokens, truncation rate, and plots.
 
 `dataset_statistics` returns a JSON-ready dict; `plot_statistics` draws the same figures into
-one PNG, written atomically (rendered in memory, written to a temporary file beside the
-destination, then renamed), so a crash never leaves half a PNG. Plots use matplotlib's Agg
+one PNG, written atomically (rendered in memory, then `keras_effattn.utils.io.write_bytes`:
+a temporary file beside the destination, fsync, rename), so a crash never leaves half a PNG. Plots use matplotlib's Agg
 canvas directly and never touch `pyplot`'s global state or backend.
 
 The truncation rate at `max_length` is the share of examples whose token count plus the
@@ -11,9 +11,7 @@ tokenizer's special tokens (`[CLS] a [SEP]`: 2; `[CLS] a [SEP] b [SEP]`: 3) exce
 """
 
 import io
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
@@ -98,7 +96,9 @@ def plot_statistics(dataset, path, tokenizer=None, max_length=None, num_special_
         raise ValueError(f"plot path must end with .png, got {str(path)!r}.")
     stats, lengths = _statistics(dataset, tokenizer, max_length, num_special_tokens)
     png = _render(dataset, stats, lengths)
-    _atomic_write_bytes(path, png)
+    from keras_effattn.utils.io import write_bytes
+
+    write_bytes(path, png)
     return stats
 
 
@@ -232,17 +232,3 @@ def _render(dataset, stats, lengths):
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
-
-def _atomic_write_bytes(path, data):
-    """Writes `data` to a temporary file beside `path`, fsyncs it, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
