@@ -185,20 +185,14 @@ def _read_archive(path, split, max_per_class, seed):
     """Scans the member list, picks the sample by name, then reads only those members."""
     try:
         with tarfile.open(path, "r:*") as archive:
-            members = {}
-            prefix = None
+            members = {}  # "train/pos/0_9.txt" -> TarInfo, whatever folder the archive starts with
             for member in archive.getmembers():
                 m = _MEMBER.search(member.name) if member.isfile() else None
                 if m:
-                    name = member.name[m.start(1) :]
-                    prefix = member.name[: m.start(1)]
-                    members[name] = member
+                    members[member.name[m.start(1) :]] = member
             chosen = _choose(list(members), split, max_per_class, seed, str(path))
-            wanted = sorted((members[n] for n, _ in chosen), key=lambda mem: mem.offset_data)
-            data = {}
-            for member in wanted:
-                handle = archive.extractfile(member)
-                data[member.name[len(prefix) :]] = handle.read()
+            wanted = sorted((n for n, _ in chosen), key=lambda n: members[n].offset_data)
+            data = {name: archive.extractfile(members[name]).read() for name in wanted}
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
