@@ -120,3 +120,16 @@ def test_bad_dataset_and_path(tmp_path):
         dataset_statistics(["just", "texts"])
     with pytest.raises(ValueError, match=r"must end with \.png"):
         plot_statistics(_toy(), tmp_path / "stats.jpg")
+
+
+def test_other_tokenizer_objects_are_called_per_text():
+    class Chars:
+        """Callable on one text; its `tokenize` method must not be mistaken for batching."""
+
+        def tokenize(self, text):
+            return list(text)
+
+        def __call__(self, text):
+            return self.tokenize(text)
+
+    np.testing.assert_array_equal(token_lengths(["ab", "cde"], Chars()), [2, 3])

@@ -25,8 +25,8 @@ def token_lengths(texts, tokenizer, batch_size=256):
         texts: list of `str`.
         tokenizer: a callable mapping one `str` to a sequence of tokens (a list, an array, a
             1-D tensor), e.g. `str.split` or a KerasHub tokenizer without a fixed
-            `sequence_length`; KerasHub tokenizers (anything with a `tokenize` method) are
-            called on batches of `batch_size` texts.
+            `sequence_length`; KerasHub tokenizers (detected by class) are called on batches
+            of `batch_size` texts, other callables once per text.
         batch_size: int, default 256.
 
     Returns:
@@ -38,7 +38,7 @@ def token_lengths(texts, tokenizer, batch_size=256):
             "e.g. a keras_hub tokenizer or str.split."
         )
     texts = list(texts)
-    if hasattr(tokenizer, "tokenize"):
+    if _is_keras_hub(tokenizer):
         out = []
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
@@ -54,6 +54,10 @@ def token_lengths(texts, tokenizer, batch_size=256):
                 )
         return np.asarray(out, np.int64)
     return np.asarray([len(tokenizer(t)) for t in texts], np.int64)
+
+
+def _is_keras_hub(obj):
+    return any(cls.__module__.startswith("keras_hub.") for cls in type(obj).__mro__)
 
 
 def dataset_statistics(dataset, tokenizer=None, max_length=None, num_special_tokens=None):
@@ -231,4 +235,3 @@ def _render(dataset, stats, lengths):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
