@@ -29,7 +29,7 @@ def get_strategy(name="default", devices=None, tpu_address=""):
     Args:
         name: str, default "default". One of `STRATEGIES`.
         devices: list of device names for "mirrored" (e.g. ``["/cpu:0", "/cpu:1"]`` with two
-            logical CPUs), or None for all local GPUs (the CPU when there is none).
+            logical CPUs), or None for all local GPUs (all logical CPUs when there is no GPU).
         tpu_address: str, default "". The TPU name or grpc address for "tpu".
 
     Returns:
@@ -42,6 +42,10 @@ def get_strategy(name="default", devices=None, tpu_address=""):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        if devices is None and not tf.config.list_logical_devices("GPU"):
+            cpus = tf.config.list_logical_devices("CPU")
+            if len(cpus) > 1:  # logical CPUs made by split_cpu: mirror over all of them
+                devices = [cpu.name for cpu in cpus]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -605,6 +605,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
             steps_per_epoch=remaining if step else steps_per_epoch,
             validation_data=validation_data,
             callbacks=fit_callbacks,
+            shuffle=False,  # the order is fixed by `train_stream`
             verbose=verbose,
         )
         steps_run += checkpoint.epoch * steps_per_epoch + checkpoint.step - (

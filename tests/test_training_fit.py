@@ -1,0 +1,195 @@
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_effattn.training import TrainConfig
+from keras_effattn.training import train_and_evaluate
+from keras_effattn.utils import io
+from training_helpers import CrashAfter
+from training_helpers import TinyData
+from training_helpers import tiny_classifier
+
+ARTEFACTS = {
+    "DONE", "config.json", "confusion_matrix.png", "epochs.csv", "metrics.json", "model.keras",
+    "report.md", "status.json", "training_curves.png",
+}
+
+
+def _config(**overrides):
+    settings = dict(epochs=2, batch_size=8, eval_batch_size=16, learning_rate=3e-3,
+                    warmup_ratio=0.2, energy=False, jit_compile=False, tensorboard=False, seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_end_to_end_writes_all_artefacts(tmp_path):
+    config = _config(tensorboard=True, energy=True, extra={"dataset": "tiny"})
+    results = train_and_evaluate(config, tiny_classifier, TinyData(48), TinyData(32, seed=1),
+                                 tmp_path / "run", verbose=0)
+    folder = tmp_path / "run"
+    names = {p.name for p in folder.iterdir()}
+    assert ARTEFACTS <= names
+    assert "checkpoint" not in names  # resumable state removed once finished
+    assert io.read_json(folder / "status.json")["status"] == "finished"
+    saved = io.read_json(folder / "config.json")
+    assert saved["config"]["extra"] == {"dataset": "tiny"}
+    assert saved["metadata"]["versions"]["keras"].startswith("3.")
+    assert saved["data"]["train_examples"] == 48
+    metrics = io.read_json(folder / "metrics.json")
+    assert metrics == json.loads(json.dumps(io.to_jsonable(results)))
+    ev = metrics["evaluation"]
+    assert ev["num_examples"] == 32 and len(ev["predictions"]) == 32
+    assert sum(map(sum, ev["confusion_matrix"])) == 32
+    assert set(ev["per_class"]) == {"neg", "pos"}
+    assert ev["inference"]["latency_ms_per_sample"] > 0
+    rows = io.read_csv(folder / "epochs.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for key in ("loss", "accuracy", "epoch_time_s", "train_samples_per_s", "host_peak_rss_mb",
+                "learning_rate"):
+        assert rows[0][key] != ""
+    assert (folder / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "eval accuracy" in (folder / "report.md").read_text()
+    assert metrics["energy"]["available"] in (True, False)
+    if metrics["tensorboard"]:
+        assert any((folder / "tensorboard").rglob("*tfevents*"))
+    loaded = keras.saving.load_model(folder / "model.keras")
+    logits = loaded.predict(TinyData(32, seed=1).texts, batch_size=16, verbose=0)
+    assert np.asarray(logits).argmax(-1).tolist() == ev["predictions"]
+    # Re-running into a finished folder of the same run returns its results without training.
+    again = train_and_evaluate(config, tiny_classifier, TinyData(48), TinyData(32, seed=1),
+                               folder, verbose=0, callbacks=[CrashAfter(1)])
+    assert again == metrics
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    config = _config(save_every_n_steps=3)
+    train, evaluation = TinyData(48), TinyData(32, seed=1)
+    full = train_and_evaluate(config, tiny_classifier, train, evaluation, tmp_path / "full",
+                              verbose=0)
+    folder = tmp_path / "crashed"
+    with pytest.raises(KeyboardInterrupt):  # 6 steps per epoch: dies at step 4 of epoch 2
+        train_and_evaluate(config, tiny_classifier, train, evaluation, folder, verbose=0,
+                           callbacks=[CrashAfter(10)])
+    status = io.read_json(folder / "status.json")
+    assert status["status"] == "failed" and status["resumable"]
+    assert not (folder / "DONE").exists() and not (folder / "metrics.json").exists()
+    state = io.read_json(folder / "checkpoint" / "state.json")
+    assert (state["epoch"], state["step"], state["optimizer_iterations"]) == (1, 3, 9)
+    resumed = train_and_evaluate(config, tiny_classifier, train, evaluation, folder, verbose=0)
+    assert resumed["training"]["resumed_from_step"] == 9
+    assert resumed["training"]["steps_run_this_attempt"] == 3
+    assert resumed["training"]["epochs_run"] == 2
+    assert resumed["evaluation"]["predictions"] == full["evaluation"]["predictions"]
+    assert resumed["evaluation"]["loss"] == pytest.approx(full["evaluation"]["loss"], rel=1e-5)
+    rows = io.read_csv(folder / "epochs.csv")
+    full_rows = io.read_csv(tmp_path / "full" / "epochs.csv")
+    assert float(rows[0]["loss"]) == pytest.approx(float(full_rows[0]["loss"]), rel=1e-5)
+
+
+def test_other_runs_folder_is_an_error_and_untouched(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    io.write_json(folder / "config.json", {"fingerprint": "0123456789abcdef"})
+    io.write_text(folder / "DONE", "finished\n")
+    with pytest.raises(ValueError, match="another run's results"):
+        train_and_evaluate(_config(), tiny_classifier, TinyData(16), TinyData(8), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["DONE", "config.json"]
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a keras_effattn run folder"):
+        train_and_evaluate(_config(), tiny_classifier, TinyData(16), TinyData(8), stray)
+
+
+@pytest.mark.parametrize(
+    "config, train, evaluation, match",
+    [
+        (_config(batch_size=32), TinyData(16), TinyData(8), "larger than the training set"),
+        (_config(), (["good film"] * 16, np.array([0, 1] * 7 + [2, 0])), TinyData(8),
+         "outside the class range"),
+        (_config(), TinyData(16), (["a"] * 4, np.array([0, 1, 0, -1])), "outside the class"),
+        (_config(), (["good"] * 3, np.array([0, 1])), TinyData(8), "one label per example"),
+        (_config(restore_best=True), TinyData(16), TinyData(8), "needs validation data"),
+        (_config(freeze_layers=5), TinyData(16), TinyData(8), "exceeds the backbone"),
+    ],
+    ids=["batch-too-large", "train-label-range", "eval-label-range", "length-mismatch",
+         "best-without-validation", "freeze-too-many"],
+)
+def test_bad_input_is_a_clear_error_and_nothing_finished(tmp_path, config, train, evaluation,
+                                                         match):
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(config, tiny_classifier, train, evaluation, tmp_path / "run")
+    assert not (tmp_path / "run" / "DONE").exists()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"label_smoothing": 1.0}, {"jit_compile": "x"}],
+                         ids=["epochs", "smoothing", "jit"])
+def test_bad_config(bad):
+    with pytest.raises(ValueError):
+        _config(**bad)
+
+
+@pytest.mark.slow
+def test_mixed_precision_remat_smoothing_llrd_freeze_validation(tmp_path):
+    config = _config(precision="mixed_bfloat16", remat=True, label_smoothing=0.1,
+                     layer_decay=0.8, freeze_embeddings=True, optimizer="adam",
+                     schedule="cosine", early_stopping_patience=3, restore_best=True,
+                     monitor="val_accuracy")
+    results = train_and_evaluate(config, tiny_classifier, TinyData(48), TinyData(16, seed=1),
+                                 tmp_path / "run", validation=TinyData(16, seed=2), verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert results["precision"] == "mixed_bfloat16"
+    assert np.isfinite(results["evaluation"]["loss"])
+    rows = io.read_csv(tmp_path / "run" / "epochs.csv")
+    assert rows[0]["val_accuracy"] != "" and rows[0]["val_loss"] != ""
+    full = tiny_classifier()
+    assert results["training"]["trainable_params"] < full.count_params()
+
+
+def test_mixed_float16_run(tmp_path):
+    config = _config(epochs=1, precision="mixed_float16")
+    results = train_and_evaluate(config, tiny_classifier, TinyData(16), TinyData(8, seed=1),
+                                 tmp_path / "run", verbose=0)
+    assert results["precision"] == "mixed_float16"
+    assert np.isfinite(results["training"]["final_train_loss"])
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    from keras_effattn.training.distribute import split_cpu
+    devices = split_cpu(2)
+    sys.path.insert(0, sys.argv[2])
+    from training_helpers import TinyData, tiny_classifier
+    from keras_effattn.training import TrainConfig, train_and_evaluate
+    config = TrainConfig(epochs=1, batch_size=8, learning_rate=3e-3, energy=False,
+                         jit_compile=False, tensorboard=False, strategy="mirrored")
+    results = train_and_evaluate(config, tiny_classifier, TinyData(32), TinyData(16, 1),
+                                 sys.argv[1], verbose=0)
+    print(json.dumps({"replicas": results["training"]["replicas"],
+                      "loss": results["training"]["final_train_loss"]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    tests_dir = str(pathlib.Path(__file__).resolve().parent)
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(tmp_path / "run"), tests_dir],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert np.isfinite(out["loss"])
+    assert (tmp_path / "run" / "DONE").is_file()
