@@ -1,9 +1,12 @@
 """TextDataset: validation of texts and labels, slicing helpers, the tf.data view."""
 
+import doctest
+
 import numpy as np
 import pytest
 
 from keras_effattn.data import TextDataset
+from keras_effattn.data import dataset as dataset_module
 
 
 def _ds(n=10, pairs=False):
@@ -150,3 +153,8 @@ def test_batches_feed_a_keras_hub_preprocessor_for_single_texts_and_pairs():
     x, _ = next(iter(pairs.to_tf_dataset(batch_size=2).map(preprocessor)))
     assert x["token_ids"].numpy()[0, :6].tolist() == [2, 5, 6, 3, 7, 3]
     assert x["segment_ids"].numpy()[0, :6].tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_docstring_example_holds():
+    result = doctest.testmod(dataset_module, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
