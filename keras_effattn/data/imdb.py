@@ -52,8 +52,9 @@ def read_imdb(
     `encoding_errors="replace"` substitutes U+FFFD instead.
 
     Args:
-        source: path to the `aclImdb` folder (or a folder holding it), to `aclImdb_v1.tar.gz`,
-            or `"tfds"` / a tfds data_dir holding a prepared `imdb_reviews`.
+        source: path to the `aclImdb` folder, to `aclImdb_v1.tar.gz`, to a folder holding
+            either (such as `../shared/data`), or `"tfds"` / a tfds data_dir holding a prepared
+            `imdb_reviews`.
         split: `"train"` or `"test"` (the official 25,000/25,000 splits).
         max_per_class: int or `None` (default, all). Take this many reviews of each class,
             chosen at random with `seed`: a balanced subset.
@@ -137,6 +138,8 @@ def _resolve_source(source, split):
                         "layout is aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt."
                     )
             return "folder", root
+    if (path / "aclImdb_v1.tar.gz").is_file():
+        return "archive", path / "aclImdb_v1.tar.gz"
     raise ValueError(
         f"IMDB folder {str(path)!r} has the wrong layout: expected train/ and test/ folders "
         "with pos/ and neg/ inside (the Stanford aclImdb layout), an aclImdb/ folder holding "
