@@ -134,3 +134,22 @@ def test_bad_arguments():
         exact.fused_attention(q, k, v, dropout_rate=1.5)
     with pytest.raises(ValueError, match="attention_mask"):
         exact.fused_attention(q, k, v, np.ones((B, 1, 1, 3), bool))
+
+
+def test_dropout_scale_rate_scale_and_determinism():
+    seed = tf.constant([3, 9], tf.int32)
+    scale = np.asarray(exact.dropout_scale(seed, [64, 257], 0.1))
+    assert scale.shape == (64, 257)
+    assert abs((scale == 0.0).mean() - 0.1) < 0.01
+    kept = scale[scale > 0]
+    np.testing.assert_allclose(kept, 65536.0 / (65536.0 - 6554), rtol=1e-6)
+    np.testing.assert_array_equal(scale, np.asarray(exact.dropout_scale(seed, [64, 257], 0.1)))
+    other = np.asarray(exact.dropout_scale(tf.constant([3, 10], tf.int32), [64, 257], 0.1))
+    assert not np.array_equal(scale, other)
+
+
+def test_effective_chunk_evens_out_blocks():
+    assert exact.effective_chunk(257, 256) == 129
+    assert exact.effective_chunk(512, 256) == 256
+    assert exact.effective_chunk(100, 256) == 100
+    assert exact.effective_chunk(None, 64) == 64

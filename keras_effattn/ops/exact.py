@@ -71,7 +71,8 @@ def fused_attention(
         value: ``[B, S, N, Hv]``.
         mask_parts: a `MaskParts`, a keep mask (``[B, S]``, ``[B, 1, S]``, ``[B, T, S]``) or None.
         scale: float; defaults to ``1 / sqrt(H)``.
-        dropout_rate: float in [0, 1), applied to the probabilities when `training`.
+        dropout_rate: float in [0, 1), applied to the probabilities when `training` (see
+            `dropout_scale`).
         seed: a `keras.random.SeedGenerator` or int for the dropout.
         training: bool.
 
@@ -89,9 +90,7 @@ def fused_attention(
     probs = attention_probs(query, key, mask_parts, scale)
     used = probs
     if training and dropout_rate > 0.0:
-        used = tf.nn.experimental.stateless_dropout(
-            probs, rate=dropout_rate, seed=_seed_tensor(seed)
-        )
+        used = probs * dropout_scale(_seed_tensor(seed), tf.shape(probs), dropout_rate)
     out = ops.einsum("bnts,bsnh->btnh", ops.cast(used, value.dtype), value)
     return out, probs
 
@@ -106,11 +105,46 @@ def _seed_tensor(seed):
     return tf.cast(tf.convert_to_tensor(seed), tf.int32)
 
 
+def dropout_scale(seed, shape, rate):
+    """Dropout multipliers (0 or 1 / (1 - rate')) of `shape` from a stateless generator.
+
+    Each decision uses 16 random bits (two per 32-bit draw, half the generator work of a float
+    uniform per element): an element is dropped when its bits fall below round(rate · 65536),
+    so the effective rate rate' is `rate` rounded to a multiple of 1/65536 (0.1 -> 0.100006).
+
+    Args:
+        seed: int32 ``[2]`` tensor.
+        shape: the output shape (a list or 1-D int tensor; any last dimension).
+        rate: float in [0, 1).
+    """
+    threshold = int(round(rate * 65536.0))
+    shape = tf.cast(shape, tf.int32)
+    last = shape[-1]
+    draw_shape = tf.concat([shape[:-1], [(last + 1) // 2]], axis=0)
+    bits = tf.random.stateless_uniform(draw_shape, seed=seed, minval=None, maxval=None,
+                                       dtype=tf.uint32)
+    halves = tf.bitcast(bits, tf.uint16)  # [..., ceil(last / 2), 2]
+    halves = tf.reshape(halves, tf.concat([shape[:-1], [2 * ((last + 1) // 2)]], axis=0))
+    halves = halves[..., :last]
+    keep = tf.cast(halves, tf.int32) >= threshold
+    return tf.where(keep, 65536.0 / (65536.0 - threshold), 0.0)
+
+
 def _block_dropout_scale(seed, block, shape, rate):
-    """Keep mask / (1 - rate) for key block `block`, regenerated identically in backward."""
+    """Dropout multipliers for key block `block`, regenerated identically in backward."""
     block_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(block, tf.int32))
-    uniform = tf.random.stateless_uniform(shape, seed=block_seed, dtype=tf.float32)
-    return tf.where(uniform >= rate, 1.0 / (1.0 - rate), 0.0)
+    return dropout_scale(block_seed, shape, rate)
+
+
+def effective_chunk(key_len, chunk_size):
+    """The block size used: `chunk_size`, evened out over the blocks when the length is static.
+
+    S = 257 with chunk_size 256 gives two blocks of 129 (one padded key) instead of 256 + 256.
+    """
+    if key_len is None:
+        return chunk_size
+    blocks = -(-key_len // chunk_size)
+    return -(-key_len // blocks)
 
 
 def chunked_dropout_scale(seed, shape, chunk_size, rate):
@@ -123,6 +157,7 @@ def chunked_dropout_scale(seed, shape, chunk_size, rate):
         rate: float dropout rate.
     """
     b, n, t, s = shape
+    chunk_size = effective_chunk(s, chunk_size)
     num_blocks = -(-s // chunk_size)
     seed = _seed_tensor(seed)
     blocks = [
@@ -152,9 +187,10 @@ def chunked_attention(
         value: ``[B, S, N, Hv]``.
         mask_parts: a `MaskParts`, a keep mask or None (causal and sliding-window parts are
             built per block from positions, never as a T×S tensor).
-        chunk_size: int > 0, the key block size C.
+        chunk_size: int > 0, the largest key block C (evened out, see `effective_chunk`).
         scale: float; defaults to ``1 / sqrt(H)``.
-        dropout_rate: float in [0, 1), applied to the probabilities when `training`.
+        dropout_rate: float in [0, 1), applied to the probabilities when `training` (see
+            `dropout_scale`).
         seed: a `keras.random.SeedGenerator`, an int or an int ``[2]`` tensor.
         training: bool.
 
@@ -177,6 +213,7 @@ def chunked_attention(
     key = tf.convert_to_tensor(key)
     value = tf.convert_to_tensor(value)
     parts = masks_lib.as_mask_parts(mask_parts, query.shape[1], key.shape[1])
+    chunk_size = effective_chunk(key.shape[1], chunk_size)
     rate = float(dropout_rate) if training else 0.0
     seed_t = _seed_tensor(seed) if rate > 0.0 else None
 

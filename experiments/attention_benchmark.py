@@ -1,0 +1,336 @@
+"""Attention benchmark: how do time and peak memory of one attention layer grow with length?
+
+For `keras.layers.MultiHeadAttention` (the baseline, called as KerasHub's TransformerEncoder
+calls it: a [B, 1, S] padding mask, attention dropout) and each keras_effattn variant (exact
+fused, exact chunked, FAVOR+, Linformer), the script measures the forward (inference) and
+forward+backward (training, dropout active) time of one layer, and the peak memory of each, at
+sequence lengths 128 -> 16384. Every configuration runs in a fresh subprocess so its host peak
+RSS (CPU; `ru_maxrss`, minus the level after building the layer) or TensorFlow's allocator peak
+(GPU) is its own. A configuration whose estimated memory exceeds `--memory_budget_gb` is skipped
+and recorded; a running one that grows past the budget is killed and recorded. Times are the
+median of `--repeats` timed calls after warm-up (fewer when a call exceeds `--time_cap_s`).
+Ratios to the baseline are computed from rows measured in the same run. The sweep resumes:
+finished rows in results.json are kept and skipped.
+
+Quick (a minute or two on 2 CPU cores):
+
+    python -m experiments.attention_benchmark --lengths=128,512 --repeats=3 \
+        --output_dir=/tmp/attn_quick
+
+Full (the committed results; ~30 minutes on 2 shared CPU cores):
+
+    python -m experiments.attention_benchmark --output_dir=results/attention_benchmark
+
+Output: config.json, results.json, results.csv, attention_benchmark.png, and a printed table.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+# What to run.
+flags.DEFINE_list("variants", ["mha", "fused", "chunked", "favor", "linformer"],
+                  "Layers: mha (keras.layers.MultiHeadAttention), fused, chunked, favor, "
+                  "linformer.")
+flags.DEFINE_list("lengths", ["128", "512", "1024", "2048", "4096", "8192", "16384"],
+                  "Sequence lengths.")
+flags.DEFINE_list("batch_sizes", ["1"], "Batch sizes.")
+flags.DEFINE_list("dropouts", ["0.1"], "Attention dropout rates (the baseline is KerasHub's 0.1).")
+flags.DEFINE_list("no_dropout_lengths", ["512", "2048"],
+                  "Lengths also measured with dropout 0 (the dropout-free numbers).")
+# Layer sizes.
+flags.DEFINE_integer("num_heads", 12, "Heads.")
+flags.DEFINE_integer("head_dim", 64, "Size of each head.")
+flags.DEFINE_integer("chunk_size", 256, "Key block of the chunked exact mode.")
+flags.DEFINE_integer("num_features", 256, "FAVOR+ random features.")
+flags.DEFINE_integer("linformer_k", 256, "Linformer projected length.")
+# Measurement.
+flags.DEFINE_integer("repeats", 5, "Timed calls per mode (median reported).")
+flags.DEFINE_integer("warmup", 1, "Untimed calls after tracing.")
+flags.DEFINE_float("time_cap_s", 40.0, "Stop repeating a mode once this much time was spent.")
+flags.DEFINE_float("memory_budget_gb", 6.0, "Skip or kill configurations above this memory.")
+flags.DEFINE_integer("config_timeout_s", 600, "Kill a configuration running longer than this.")
+flags.DEFINE_boolean("jit_compile", False, "Run the layer under XLA (Keras' CPU default: off).")
+flags.DEFINE_string("output_dir", "results/attention_benchmark", "Where results go.")
+flags.DEFINE_string("worker", None, "Internal: run one configuration (JSON) and print JSON.")
+
+FLAGS = flags.FLAGS
+REPO = pathlib.Path(__file__).resolve().parents[1]
+COLUMNS = ["variant", "length", "batch", "dropout", "status", "fwd_ms", "fwdbwd_ms",
+           "fwd_peak_mb", "fwdbwd_peak_mb", "baseline_rss_mb", "fwd_growth_mb",
+           "fwdbwd_growth_mb", "fwd_repeats", "fwdbwd_repeats", "estimate_mb", "note"]
+QUADRATIC = {"mha", "fused"}
+
+
+def row_key(cfg):
+    return (cfg["variant"], int(cfg["length"]), int(cfg["batch"]), float(cfg["dropout"]))
+
+
+def estimate_mb(cfg):
+    """A rough upper estimate of a configuration's forward+backward memory, in MB."""
+    b, n, h, d = cfg["batch"], cfg["length"], cfg["num_heads"], cfg["head_dim"]
+    linear = 40 * b * n * h * d * 4  # activations, projections, gradients
+    if cfg["variant"] in QUADRATIC:
+        per_matrix = b * h * n * n * 4
+        quadratic = (6 if cfg["dropout"] > 0 else 4) * per_matrix
+    elif cfg["variant"] == "chunked":
+        quadratic = 6 * b * h * n * cfg["chunk_size"] * 4
+    elif cfg["variant"] == "favor":
+        quadratic = 8 * b * h * n * cfg["num_features"] * 4
+    else:
+        quadratic = 6 * b * h * n * cfg["linformer_k"] * 4
+    return (linear + quadratic) / 2**20 + 600  # + TensorFlow's own footprint
+
+
+def make_layer(cfg):
+    """The attention layer of a configuration."""
+    import keras
+
+    import keras_effattn
+
+    common = dict(num_heads=cfg["num_heads"], key_dim=cfg["head_dim"], dropout=cfg["dropout"])
+    variant = cfg["variant"]
+    if variant == "mha":
+        return keras.layers.MultiHeadAttention(**common)
+    if variant == "fused":
+        return keras_effattn.FusedAttention(**common)
+    if variant == "chunked":
+        return keras_effattn.FusedAttention(**common, chunk_size=cfg["chunk_size"])
+    if variant == "favor":
+        return keras_effattn.FavorAttention(**common, num_features=cfg["num_features"], seed=0)
+    if variant == "linformer":
+        return keras_effattn.LowRankAttention(**common, k=cfg["linformer_k"],
+                                              max_length=cfg["length"], seed=0)
+    raise ValueError(f"Unknown variant {variant!r}; use mha, fused, chunked, favor, linformer.")
+
+
+def _median_ms(fn, repeats, warmup, cap_s):
+    import numpy as np
+
+    for _ in range(warmup):
+        fn()
+    times, spent = [], 0.0
+    while len(times) < repeats and (spent < cap_s or len(times) < 1):
+        start = time.perf_counter()
+        result = fn()
+        for value in result:  # synchronise: materialise every output
+            np.asarray(value)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        spent += elapsed
+    return 1000.0 * statistics.median(times), len(times)
+
+
+def run_config(cfg):
+    """Measures one configuration in this process; returns a result dict."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_effattn.utils import memory
+
+    width = cfg["num_heads"] * cfg["head_dim"]
+    x = tf.constant(np.random.default_rng(0).normal(
+        size=(cfg["batch"], cfg["length"], width)).astype("float32"))
+    mask = tf.ones((cfg["batch"], 1, cfg["length"]), tf.int32)  # KerasHub's padding-mask form
+    layer = make_layer(cfg)
+    layer.build(x.shape, x.shape)
+    baseline = memory.current_rss_bytes()
+
+    @tf.function(jit_compile=cfg["jit_compile"])
+    def forward():
+        return (layer(x, x, attention_mask=mask, training=False),)
+
+    @tf.function(jit_compile=cfg["jit_compile"])
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, x, attention_mask=mask, training=True)
+            loss = tf.reduce_mean(tf.square(y))
+        return tape.gradient(loss, [x] + layer.trainable_variables)
+
+    result = {}
+    for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+        ms, count = _median_ms(fn, cfg["repeats"], cfg["warmup"], cfg["time_cap_s"])
+        device_peak = memory.device_peak_bytes()
+        peak = device_peak if device_peak is not None else memory.peak_rss_bytes()
+        result[f"{name}_ms"] = round(ms, 3)
+        result[f"{name}_repeats"] = count
+        result[f"{name}_peak_mb"] = round(peak / 2**20, 1)
+        if device_peak is None:
+            result[f"{name}_growth_mb"] = round((peak - baseline) / 2**20, 1)
+    result["baseline_rss_mb"] = round(baseline / 2**20, 1)
+    return result
+
+
+def run_in_subprocess(cfg, budget_mb, timeout_s):
+    """Runs `run_config` in a fresh process, killing it past the memory budget or timeout."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "experiments.attention_benchmark", f"--worker={json.dumps(cfg)}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    watched = psutil.Process(proc.pid)
+    start, killed = time.time(), None
+    while proc.poll() is None:
+        try:
+            rss = watched.memory_info().rss
+        except psutil.NoSuchProcess:
+            break
+        if rss > budget_mb * 2**20:
+            killed = f"killed: RSS {rss / 2**20:.0f} MB passed the {budget_mb:.0f} MB budget"
+        elif time.time() - start > timeout_s:
+            killed = f"killed: ran past {timeout_s} s"
+        if killed:
+            proc.kill()
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if killed:
+        return {"status": "skipped", "note": killed}
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-1:] or ["no output"]
+        return {"status": "error", "note": tail[0][:200]}
+    return {"status": "ok", **json.loads(lines[-1])}
+
+
+def build_configs(flag_values):
+    """The list of configurations the flags describe (dropout-free rows for the exact kinds)."""
+    shared = {k: flag_values[k] for k in ("num_heads", "head_dim", "chunk_size", "num_features",
+                                          "linformer_k", "repeats", "warmup", "time_cap_s",
+                                          "jit_compile")}
+    dropouts = [float(d) for d in flag_values["dropouts"]]
+    no_dropout = {int(n) for n in flag_values["no_dropout_lengths"]}
+    configs = []
+    for batch in (int(b) for b in flag_values["batch_sizes"]):
+        for n in (int(n) for n in flag_values["lengths"]):
+            pairs = [(v, d) for d in dropouts for v in flag_values["variants"]]
+            if n in no_dropout and 0.0 not in dropouts:
+                pairs += [(v, 0.0) for v in flag_values["variants"]
+                          if v in ("mha", "fused", "chunked")]
+            configs += [{"variant": v, "length": n, "batch": batch, "dropout": d, **shared}
+                        for v, d in pairs]
+    return configs
+
+
+def add_ratios(rows):
+    """Per row: the baseline's (mha, same length, batch, dropout) time and memory over its own."""
+    base = {(r["length"], r["batch"], r["dropout"]): r for r in rows
+            if r["variant"] == "mha" and r["status"] == "ok"}
+    for r in rows:
+        b = base.get((r["length"], r["batch"], r["dropout"]))
+        for key in ("fwd_ms", "fwdbwd_ms", "fwdbwd_growth_mb"):
+            ratio = None
+            if b is not None and r["status"] == "ok" and r.get(key) and b.get(key):
+                ratio = round(b[key] / r[key], 3)
+            r[f"speedup_{key}" if key.endswith("ms") else "memory_ratio_vs_mha"] = ratio
+    return rows
+
+
+def plot(rows, path):
+    """Log-log forward+backward time and memory growth against length, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_effattn.utils import io
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for variant in sorted({r["variant"] for r in rows}):
+        for dropout in sorted({r["dropout"] for r in rows}):
+            pts = sorted((r["length"], r["fwdbwd_ms"], r["fwdbwd_growth_mb"]) for r in rows
+                         if r["variant"] == variant and r["dropout"] == dropout
+                         and r["batch"] == min(x["batch"] for x in rows) and r["status"] == "ok")
+            if not pts or (dropout == 0.0 and len(pts) < 2):
+                continue
+            label = f"{variant} (dropout {dropout:g})"
+            style = "-o" if dropout > 0 else ":x"
+            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+            axes[1].plot([p[0] for p in pts], [max(p[2], 1.0) for p in pts], style, label=label)
+    for ax, title, unit in ((axes[0], "forward+backward time", "ms (median)"),
+                            (axes[1], "forward+backward peak memory growth", "MB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    io.save_figure(fig, path)
+
+
+def format_table(rows):
+    header = ("variant", "n", "B", "drop", "status", "fwd ms", "f+b ms", "f+b MB",
+              "speedup f+b", "mem ratio")
+    lines = [" | ".join(header), " | ".join("---" for _ in header)]
+    for r in sorted(rows, key=lambda r: (r["batch"], r["dropout"] == 0, r["length"],
+                                         r["variant"])):
+        cells = (r["variant"], r["length"], r["batch"], r["dropout"], r["status"],
+                 r.get("fwd_ms"), r.get("fwdbwd_ms"), r.get("fwdbwd_growth_mb"),
+                 r.get("speedup_fwdbwd_ms"), r.get("memory_ratio_vs_mha"))
+        lines.append(" | ".join("" if c is None else str(c) for c in cells))
+    return "\n".join(lines)
+
+
+def sweep(configs, output_dir, budget_mb, timeout_s, log=print):
+    """Runs (or resumes) the sweep; writes results.json/csv and the PNG; returns the rows."""
+    from keras_effattn.utils import io
+
+    output_dir = pathlib.Path(output_dir)
+    results_path = output_dir / "results.json"
+    rows = io.read_json(results_path)["rows"] if results_path.is_file() else []
+    done = {row_key(r) for r in rows if r["status"] in ("ok", "skipped")}
+    rows = [r for r in rows if row_key(r) in done]
+    for cfg in configs:
+        if row_key(cfg) in done:
+            continue
+        est = estimate_mb(cfg)
+        base = {k: cfg[k] for k in ("variant", "length", "batch", "dropout")}
+        if est > budget_mb:
+            row = {**base, "status": "skipped", "estimate_mb": round(est),
+                   "note": f"estimated {est / 1024:.1f} GB > budget {budget_mb / 1024:.1f} GB"}
+        else:
+            row = {**base, "estimate_mb": round(est),
+                   **run_in_subprocess(cfg, budget_mb, timeout_s)}
+        log(json.dumps(row))
+        rows.append(row)
+        rows = add_ratios(rows)
+        io.write_json(results_path, {"rows": rows})
+        io.write_csv(output_dir / "results.csv", rows,
+                     COLUMNS + ["speedup_fwd_ms", "speedup_fwdbwd_ms", "memory_ratio_vs_mha"])
+    plot(rows, output_dir / "attention_benchmark.png")
+    return rows
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker:
+        print(json.dumps(run_config(json.loads(FLAGS.worker))))
+        return
+    from keras_effattn.utils import io, metadata
+
+    values = {name: FLAGS[name].value for name in FLAGS if name in _OWN_FLAGS}
+    output_dir = pathlib.Path(FLAGS.output_dir)
+    if not output_dir.is_absolute():
+        output_dir = REPO / output_dir
+    io.write_json(output_dir / "config.json", {"flags": values, **metadata.run_metadata()})
+    rows = sweep(build_configs(values), output_dir, FLAGS.memory_budget_gb * 1024,
+                 FLAGS.config_timeout_s)
+    print(format_table(rows))
+
+
+_OWN_FLAGS = ("variants", "lengths", "batch_sizes", "dropouts", "no_dropout_lengths",
+              "num_heads", "head_dim", "chunk_size", "num_features", "linformer_k", "repeats",
+              "warmup", "time_cap_s", "memory_budget_gb", "config_timeout_s", "jit_compile",
+              "output_dir")
+
+if __name__ == "__main__":
+    app.run(main)
