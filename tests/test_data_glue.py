@@ -118,16 +118,20 @@ def test_tiny_stsb_scores_and_rte_label_names(tmp_path):
 # Headers as GLUE ships them for the tasks not in ../shared/data.
 OTHER_TASKS = {
     ("MNLI", "dev_matched"): (
-        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
-        "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
-        "label4\tlabel5\tgold_label\n"
-        "0\t1\t2\tfiction\t(a)\t(b)\t(A)\t(B)\tA premise .\tA hypothesis .\tneutral\t"
-        "neutral\tneutral\tneutral\tneutral\tcontradiction\n",
+        (
+            "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+            "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
+            "label4\tlabel5\tgold_label\n"
+            "0\t1\t2\tfiction\t(a)\t(b)\t(A)\t(B)\tA premise .\tA hypothesis .\tneutral\t"
+            "neutral\tneutral\tneutral\tneutral\tcontradiction\n"
+        ),
         ("A premise .", "A hypothesis .", 2),
     ),
     ("QQP", "train"): (
-        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
-        "0\t1\t2\tHow do I learn?\tHow can I learn?\t1\n",
+        (
+            "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+            "0\t1\t2\tHow do I learn?\tHow can I learn?\t1\n"
+        ),
         ("How do I learn?", "How can I learn?", 1),
     ),
     ("QNLI", "dev"): (
