@@ -1,0 +1,144 @@
+"""Graph optimisation, dynamic int8 quantisation and fp16 conversion of an exported classifier.
+
+All three take an ONNX file and write another; none needs TensorFlow.
+
+- `optimize_graph`: onnxruntime's offline graph optimisation at the *basic* level (constant
+  folding, redundant-node elimination, common-subexpression elimination). Only standard ONNX
+  ops come out, so the file stays portable; the fusions of the extended/all levels (LayerNorm,
+  GELU, MatMul+Add) depend on the machine and are applied by onnxruntime when a session loads.
+- `quantize_int8`: onnxruntime dynamic quantisation: weights of MatMul (constant right-hand side
+  only, so attention's activation-activation products stay float) and of the embedding Gathers
+  are stored as int8 with a per-tensor (or per-channel) scale; activations are quantised on the
+  fly. The embedding table is most of a small encoder's bytes, so quantising Gather is what
+  brings the file under a third of fp32.
+- `convert_fp16`: float16 weights and compute with float32 inputs/outputs kept (for GPUs and
+  for halving the file; on CPU onnxruntime inserts casts and is usually slower than fp32).
+
+Example:
+```python
+optimize_graph("model_raw.onnx", "model.onnx")
+quantize_int8("model.onnx", "model_int8.onnx")
+```
+
+References:
+    onnxruntime, "Quantize ONNX models",
+    https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
+"""
+
+import os
+import tempfile
+
+import onnx
+
+QUANTIZE_MODES = ("int8", "fp16")
+
+
+def _check_file(path, name):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name} {path!r} does not exist; export the model first.")
+
+
+def optimize_graph(src, dst):
+    """Offline basic-level onnxruntime graph optimisation (portable ops only).
+
+    Args:
+        src: path of the ONNX model to optimise.
+        dst: path to write (may equal `src`).
+
+    Returns:
+        `dst`.
+    """
+    import onnxruntime as ort
+
+    _check_file(src, "src")
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
+        out = os.path.join(tmp, "optimized.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = out
+        options.log_severity_level = 3
+        ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+        # onnxruntime drops the model's metadata when it writes the optimised graph: keep it.
+        original, optimized = onnx.load(src), onnx.load(out)
+        del optimized.metadata_props[:]
+        optimized.metadata_props.extend(original.metadata_props)
+        onnx.save(optimized, out)
+        os.replace(out, dst)
+    return dst
+
+
+def quantize_int8(src, dst, per_channel=False, quantize_embeddings=True):
+    """Dynamic int8 quantisation with onnxruntime (weights int8, activations uint8 on the fly).
+
+    Args:
+        src: path of the float32 ONNX model.
+        dst: path to write.
+        per_channel: bool, default False. One scale per output channel of each weight.
+        quantize_embeddings: bool, default True. Also store the embedding tables (Gather
+            weights) as int8.
+
+    Returns:
+        `dst`.
+    """
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quant_pre_process
+    from onnxruntime.quantization import quantize_dynamic
+
+    _check_file(src, "src")
+    op_types = ["MatMul", "Gather"] if quantize_embeddings else ["MatMul"]
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
+        prepared = os.path.join(tmp, "prepared.onnx")
+        out = os.path.join(tmp, "quantized.onnx")
+        # ONNX shape inference only: onnxruntime's symbolic shape inference does not finish on
+        # tf2onnx graphs and then dumps `sym_shape_infer_temp.onnx` into the working directory.
+        quant_pre_process(src, prepared, skip_optimization=True, skip_symbolic_shape=True)
+        quantize_dynamic(
+            prepared,
+            out,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=op_types,
+            per_channel=per_channel,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        _copy_metadata(src, out)
+        os.replace(out, dst)
+    return dst
+
+
+def convert_fp16(src, dst):
+    """float16 weights and compute; float32 inputs/outputs are kept so callers do not change.
+
+    Args:
+        src: path of the float32 ONNX model.
+        dst: path to write.
+
+    Returns:
+        `dst`.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _check_file(src, "src")
+    model = onnx.load(src)
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
+        out = os.path.join(tmp, "fp16.onnx")
+        onnx.save(half, out)
+        _copy_metadata(src, out)
+        os.replace(out, dst)
+    return dst
+
+
+def quantize(src, dst, mode):
+    """Dispatches to `quantize_int8` or `convert_fp16` by `mode` (``"int8"`` or ``"fp16"``)."""
+    if mode == "int8":
+        return quantize_int8(src, dst)
+    if mode == "fp16":
+        return convert_fp16(src, dst)
+    raise ValueError(f"quantize must be one of {QUANTIZE_MODES} (or None for fp32), got {mode!r}.")
+
+
+def _copy_metadata(src, dst):
+    original, converted = onnx.load(src), onnx.load(dst)
+    del converted.metadata_props[:]
+    converted.metadata_props.extend(original.metadata_props)
+    onnx.save(converted, dst)

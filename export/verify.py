@@ -1,0 +1,242 @@
+"""Parity of an exported classifier with its Keras original, measured with onnxruntime.
+
+`verify_export` checks, on real texts:
+
+1. **tokenisation**: the TensorFlow-free tokenizer gives exactly KerasHub's ids and masks;
+2. **shape sweep** (fp32, strict): batch sizes 1, 3 and 8 at several packed lengths (short,
+   medium, the model's maximum), same ids to Keras and onnxruntime; every batch's maximum
+   absolute logit difference must stay within ``max_abs_diff``;
+3. **slice**: all texts at the model's length: label agreement of fp32 (and of the int8/fp16
+   model, which must reach ``min_agreement``) with Keras, and accuracy against gold labels
+   when given (the quantisation accuracy delta);
+4. **padding invariance**: padding each batch to its longest text instead of the maximum length
+   must not change fp32 logits beyond ``max_abs_diff``; the predictor pads to the longest text
+   only when this holds.
+
+The Keras side is the training pipeline itself: KerasHub's preprocessor (tensorflow-text) and the
+Keras model. Nothing here is printed; the result is a JSON-ready dict with ``ok`` and
+``failures``.
+
+Example:
+```python
+result = verify_export(model, model.preprocessor, tokenizer, "model.onnx", None, reviews)
+assert result["ok"], result["failures"]
+```
+"""
+
+import numpy as np
+
+SWEEP_BATCH_SIZES = (1, 3, 8)
+KERAS_BATCH_SIZE = 16
+
+
+def onnx_session(path, threads=None):
+    """An onnxruntime CPU session with full graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session, batch, batch_size=KERAS_BATCH_SIZE):
+    """Logits [N, C] (float32) from an onnxruntime session on id inputs, in chunks."""
+    names = [i.name for i in session.get_inputs()]
+    feeds_all = _feeds(names, batch)
+    count = len(batch["token_ids"])
+    outputs = []
+    for start in range(0, count, batch_size):
+        feeds = {k: v[start : start + batch_size] for k, v in feeds_all.items()}
+        outputs.append(session.run(["logits"], feeds)[0])
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def run_texts(session, tokenizer, texts, padding="max_length", batch_size=8):
+    """Logits of texts tokenized per batch (``padding="longest"`` pads each batch to its own
+    longest text, as the predictor does)."""
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], padding=padding)
+        outputs.append(run_session(session, batch, batch_size=batch_size))
+    return np.concatenate(outputs)
+
+
+def _feeds(names, batch):
+    feeds = {}
+    for name in names:
+        if name == "segment_ids" and name not in batch:
+            feeds[name] = np.zeros_like(batch["token_ids"])
+        else:
+            feeds[name] = np.asarray(batch[name])
+    return feeds
+
+
+def run_keras(model, batch, batch_size=KERAS_BATCH_SIZE):
+    """Logits [N, C] (float32) from the Keras model on id inputs, in chunks."""
+    names = list(model.input)
+    count = len(batch["token_ids"])
+    outputs = []
+    for start in range(0, count, batch_size):
+        feeds = _feeds(names, {k: v[start : start + batch_size] for k, v in batch.items()})
+        feeds = {
+            name: value.astype(str(model.input[name].dtype)) for name, value in feeds.items()
+        }
+        outputs.append(np.asarray(model(feeds, training=False)))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def compare(reference, candidate):
+    """Maximum absolute difference and argmax agreement of two logit arrays [N, C]."""
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}.")
+    return {
+        "n": int(len(reference)),
+        "max_abs_diff": float(np.max(np.abs(reference - candidate))) if reference.size else 0.0,
+        "label_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+        if len(reference)
+        else 1.0,
+    }
+
+
+def accuracy(logits, labels):
+    return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))
+
+
+def sweep_lengths(max_length):
+    """Packed lengths for the shape sweep: short, medium and the model's maximum."""
+    return sorted({min(16, max_length), min(max(max_length // 2, 3), max_length), max_length})
+
+
+def tokenizer_parity(preprocessor, tokenizer, texts):
+    """Counts texts whose TensorFlow-free ids or mask differ from KerasHub's preprocessor."""
+    reference = preprocessor(list(texts))
+    mine = tokenizer(list(texts))
+    ids = np.asarray(reference["token_ids"])
+    mask = np.asarray(reference["padding_mask"]).astype(np.int32)
+    bad = np.flatnonzero((ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1))
+    return {"n": len(texts), "mismatches": int(len(bad)), "first_mismatch": _first(bad)}
+
+
+def _first(indices):
+    return int(indices[0]) if len(indices) else None
+
+
+def verify_export(
+    model,
+    preprocessor,
+    tokenizer,
+    fp32_path,
+    final_path,
+    texts,
+    labels=None,
+    max_abs_diff=1e-4,
+    min_agreement=0.99,
+):
+    """Verifies an export (see the module docstring).
+
+    Args:
+        model: the Keras classifier (float32).
+        preprocessor: its KerasHub preprocessor (the tokenisation reference).
+        tokenizer: the `export.tokenizer.WordPieceTokenizer` shipped with the model.
+        fp32_path: path of the float32 ONNX model.
+        final_path: path of the quantised (int8/fp16) model, or None when fp32 is final.
+        texts: list of str (real texts).
+        labels: optional gold labels for accuracy.
+        max_abs_diff: fp32 tolerance on logits.
+        min_agreement: minimum label agreement with Keras for the quantised model.
+
+    Returns:
+        A dict: ``ok``, ``failures`` (list of str), ``tokenizer``, ``sweep`` (one entry per
+        batch size and length), ``fp32`` and ``final`` (slice comparisons), ``accuracy`` (when
+        labels are given) and ``padding_invariant``.
+    """
+    from export.tokenizer import WordPieceTokenizer
+
+    failures = []
+    result = {"tokenizer": tokenizer_parity(preprocessor, tokenizer, texts)}
+    if result["tokenizer"]["mismatches"]:
+        failures.append(
+            f"tokenizer differs from KerasHub on {result['tokenizer']['mismatches']} of "
+            f"{len(texts)} texts (first: text {result['tokenizer']['first_mismatch']})"
+        )
+
+    fp32 = onnx_session(fp32_path)
+    final = onnx_session(final_path) if final_path else fp32
+
+    sweep = []
+    config = tokenizer.get_config()
+    for length in sweep_lengths(tokenizer.sequence_length):
+        short = WordPieceTokenizer(
+            tokenizer.vocabulary,
+            length,
+            **{k: config[k] for k in ("lowercase", "strip_accents", "split_on_cjk")},
+            suffix_indicator=tokenizer.suffix_indicator,
+            oov_token=tokenizer.oov_token,
+            start_token=tokenizer.start_token,
+            end_token=tokenizer.end_token,
+            pad_token=tokenizer.pad_token,
+        )
+        for batch_size in SWEEP_BATCH_SIZES:
+            batch = short(texts[:batch_size])
+            keras_logits = run_keras(model, batch)
+            entry = {"batch": batch_size, "length": length}
+            entry["fp32"] = compare(keras_logits, run_session(fp32, batch))
+            if final_path:
+                entry["final"] = compare(keras_logits, run_session(final, batch))
+            sweep.append(entry)
+            if entry["fp32"]["max_abs_diff"] > max_abs_diff:
+                failures.append(
+                    f"fp32 max |logit diff| {entry['fp32']['max_abs_diff']:.3g} > {max_abs_diff} "
+                    f"at batch {batch_size}, length {length}"
+                )
+    result["sweep"] = sweep
+
+    reference_batch = {
+        k: np.asarray(v) for k, v in preprocessor(list(texts)).items() if k in model.input
+    }
+    keras_logits = run_keras(model, reference_batch)
+    full = tokenizer(texts)
+    fp32_logits = run_session(fp32, full)
+    result["fp32"] = compare(keras_logits, fp32_logits)
+    if result["fp32"]["max_abs_diff"] > max_abs_diff:
+        failures.append(
+            f"fp32 max |logit diff| {result['fp32']['max_abs_diff']:.3g} > {max_abs_diff} on "
+            f"the {len(texts)}-text slice"
+        )
+
+    # One text per batch: no padding at all, the strongest form of the check.
+    padded_logits = run_texts(fp32, tokenizer, texts, padding="longest", batch_size=1)
+    invariance = compare(fp32_logits, padded_logits)
+    result["padding"] = invariance
+    result["padding_invariant"] = bool(invariance["max_abs_diff"] <= max_abs_diff)
+
+    if final_path:
+        padding = "longest" if result["padding_invariant"] else "max_length"
+        final_logits = run_texts(final, tokenizer, texts, padding=padding)
+        result["final"] = compare(keras_logits, final_logits)
+        result["final"]["padding"] = padding
+        if result["final"]["label_agreement"] < min_agreement:
+            failures.append(
+                f"label agreement {result['final']['label_agreement']:.4f} < {min_agreement} "
+                f"on the {len(texts)}-text slice"
+            )
+    else:
+        final_logits = fp32_logits
+        result["final"] = dict(result["fp32"], padding="max_length")
+    if labels is not None:
+        keras_accuracy = accuracy(keras_logits, labels)
+        final_accuracy = accuracy(final_logits, labels)
+        result["accuracy"] = {
+            "keras": keras_accuracy,
+            "onnx_fp32": accuracy(fp32_logits, labels),
+            "onnx_final": final_accuracy,
+            "delta": final_accuracy - keras_accuracy,
+        }
+    result["failures"] = failures
+    result["ok"] = not failures
+    return result
