@@ -1,13 +1,16 @@
-"""Gradient checkpointing (rematerialisation) of a backbone's encoder layers with Keras' remat.
+"""Gradient checkpointing (rematerialisation) of a backbone's encoder layers with `keras.remat`.
 
-Keras decides per layer, at call time, whether to recompute its forward pass in the backward pass:
-a layer created inside ``keras.RematScope(mode="full")`` is wrapped with ``keras.remat``
-(``tf.recompute_grad`` on TensorFlow). Our models are usually built (or loaded from a preset)
-before the training options are known, so `enable_remat` gives already-built encoder layers the
-same remat mode that `keras.RematScope` would have given them at construction. Activation memory
-then grows with one layer's activations plus the layer boundaries instead of all layers', for
-about one extra forward pass of compute. The maths is unchanged: gradients are equal up to
-floating-point reordering.
+`enable_remat` makes each encoder layer's forward pass run under ``keras.remat`` (on TensorFlow
+``tf.recompute_grad``): its activations are dropped after the forward pass and recomputed in the
+backward pass. Activation memory then grows with one layer's activations plus the layer
+boundaries instead of all layers', for about one extra forward pass of compute. The maths is
+unchanged: gradients equal the stored-activation ones up to floating-point reordering.
+
+Why not ``keras.RematScope``: Keras applies remat to ``layer.call`` with all its arguments, and
+``tf.recompute_grad`` accepts keyword arguments only eagerly, so encoder layers called as
+``layer(x, padding_mask=mask)`` fail inside a compiled train step. We remat a closure over the
+keyword arguments instead: the hidden states are the only differentiated input (masks are not
+differentiable), which is what an encoder layer takes.
 
 Example:
 
@@ -39,6 +42,17 @@ def remat_layers(model):
     return list(backbone.transformer_layers)
 
 
+def _remat_call(original):
+    def call(inputs, *args, **kwargs):
+        def forward(hidden):
+            return original(hidden, *args, **kwargs)
+
+        return keras.remat(forward)(inputs)
+
+    call.original_call = original
+    return call
+
+
 def enable_remat(model, enabled=True):
     """Turns rematerialisation of every encoder layer of `model` on (or off).
 
@@ -47,16 +61,19 @@ def enable_remat(model, enabled=True):
         enabled: bool, default True. False restores normal (stored-activation) layers.
 
     Returns:
-        The number of layers changed.
+        The number of encoder layers.
     """
     layers = remat_layers(model)
-    mode = keras.RematScope(mode="full") if enabled else None
     for layer in layers:
-        # The same attribute keras.RematScope sets when a layer is constructed inside it.
-        layer._remat_mode = mode
+        current = layer.call
+        original = getattr(current, "original_call", current)
+        # Instance attribute over the class method; bypasses Keras attribute tracking.
+        object.__setattr__(layer, "call", _remat_call(original) if enabled else original)
+        if not enabled:
+            object.__delattr__(layer, "call")
     return len(layers)
 
 
 def is_remat_enabled(model):
     """True when every encoder layer of `model` is rematerialised."""
-    return all(getattr(layer, "_remat_mode", None) is not None for layer in remat_layers(model))
+    return all(hasattr(layer.call, "original_call") for layer in remat_layers(model))
