@@ -1,0 +1,174 @@
+"""export.predict: TensorFlow-free classification of real text, CLI, batching and error cases."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from export import predict as predict_lib
+from export import verify
+from export.predict import Predictor
+from tests.conftest import REPO_ROOT
+from tests.export_helpers import ALL_KINDS
+from tests.export_helpers import LABELS
+from tests.export_helpers import exported
+from tests.export_helpers import imdb
+
+pytestmark = pytest.mark.usefixtures("data_dir")
+
+
+@pytest.fixture(scope="module")
+def export():
+    return exported(ALL_KINDS)
+
+
+@pytest.fixture
+def copy_of_export(export, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(export[0], folder)
+    return folder
+
+
+def test_predictions_on_real_reviews_equal_the_keras_pipeline(export):
+    folder, model, _ = export
+    texts, _ = imdb(per_class=6, seed=3, clean=True)
+    texts += ["Short.", "A wonderful, moving film — I loved it!", "Café noir… très bien"]
+    predictor = Predictor(folder, batch_size=4)
+    results = predictor.predict(texts)
+    packed = {k: np.asarray(v) for k, v in model.preprocessor(texts).items()}
+    reference = verify.run_keras(model, packed)  # KerasHub tokenization + Keras model
+    np.testing.assert_allclose(predictor.predict_logits(texts), reference, atol=1e-4)
+    probabilities = predict_lib.softmax(reference)
+    for result, row in zip(results, probabilities):
+        assert result["label"] == LABELS[int(row.argmax())]
+        assert result["probability"] == pytest.approx(row.max(), abs=1e-4)
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0)
+    assert predictor.last_stats["texts"] == len(texts)
+    assert predictor.last_stats["batches"] == 4
+    assert predictor.last_stats["per_text_ms"] > 0
+
+
+def test_batching_padding_and_order_do_not_change_results(export):
+    folder = export[0]
+    texts, _ = imdb(per_class=5, seed=4)
+    texts = [t[: 40 + 30 * i] for i, t in enumerate(texts)]  # many different lengths
+    one = Predictor(folder, batch_size=1, padding="max_length").predict_logits(texts)
+    many = Predictor(folder, batch_size=4).predict_logits(texts)
+    assert Predictor(folder).padding == "longest"  # the export verified padding invariance
+    np.testing.assert_allclose(many, one, atol=1e-5)
+    reverse = Predictor(folder, batch_size=3).predict_logits(texts[::-1])
+    np.testing.assert_allclose(reverse[::-1], one, atol=1e-5)
+
+
+def test_function_api():
+    folder = exported(ALL_KINDS)[0]
+    result = predict_lib.predict(folder, "Not my cup of tea.")
+    assert len(result) == 1 and result[0]["label"] in LABELS
+
+
+def test_cli_arguments_file_stdin_and_json(export, tmp_path, capsys, monkeypatch):
+    folder = str(export[0])
+    assert predict_lib.main(["--model_dir", folder, "Great film!", "Awful, boring."]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] in LABELS
+    assert float(lines[0].split("\t")[1]) >= 0.5
+    assert "ms/text" in err
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("One fine film.\nA dreadful mess.\nOK I guess\n", encoding="utf-8")
+    assert predict_lib.main(["--model_dir", folder, "--json", "--input", str(reviews)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr()[0].strip().splitlines()]
+    assert [r["text"] for r in rows] == ["One fine film.", "A dreadful mess.", "OK I guess"]
+    assert all(set(r) == {"text", "label", "probability", "probabilities"} for r in rows)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from stdin\nsecond line\n"))
+    assert predict_lib.main(["--model_dir", folder, "--json"]) == 0
+    assert len(capsys.readouterr()[0].strip().splitlines()) == 2
+
+
+def test_cli_empty_lines(export, tmp_path, capsys):
+    folder = str(export[0])
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("good\n\n   \nbad\n", encoding="utf-8")
+    assert predict_lib.main(["--model_dir", folder, "--input", str(reviews)]) == 2
+    err = capsys.readouterr()[1]
+    assert "2 empty line(s) (line 2, 3)" in err and "--skip_empty" in err
+    assert predict_lib.main(["--model_dir", folder, "--skip_empty", "--input", str(reviews)]) == 0
+    assert len(capsys.readouterr()[0].strip().splitlines()) == 2
+    assert predict_lib.main(["--model_dir", folder, "fine", "  "]) == 2
+    assert "Text 1 is empty" in capsys.readouterr()[1]
+
+
+def test_missing_and_corrupt_model_files(copy_of_export, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        Predictor(tmp_path / "nowhere")
+    model_file = copy_of_export / "model.onnx"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 3])  # truncated copy
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        Predictor(copy_of_export)
+    model_file.write_bytes(b"\x00garbage" * 100)
+    assert predict_lib.main(["--model_dir", str(copy_of_export), "text"]) == 2
+    assert "not a readable ONNX model" in capsys.readouterr()[1]
+    model_file.unlink()
+    with pytest.raises(FileNotFoundError, match="No model.onnx"):
+        Predictor(copy_of_export)
+
+
+def test_model_that_is_not_ours(copy_of_export):
+    model_file = copy_of_export / "model.onnx"
+    model = onnx.load(str(model_file))
+    del model.metadata_props[:]
+    onnx.save(model, str(model_file))
+    with pytest.raises(ValueError, match="not a keras_effattn export"):
+        Predictor(copy_of_export)
+
+
+def test_tokenizer_files_that_do_not_belong(copy_of_export):
+    (copy_of_export / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        Predictor(copy_of_export)
+
+
+def test_vocabulary_of_another_model(copy_of_export):
+    from export.tokenizer import WordPieceTokenizer
+
+    other = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "film"], 32)
+    other.save(copy_of_export)  # consistent files, but not the model's vocabulary
+    with pytest.raises(ValueError, match="not the one model.onnx was exported with"):
+        Predictor(copy_of_export)
+
+
+def test_bad_texts(export):
+    predictor = Predictor(export[0])
+    with pytest.raises(ValueError, match="No texts"):
+        predictor.predict([])
+    with pytest.raises(ValueError, match="Text 1 is empty"):
+        predictor.predict(["fine", ""])
+    with pytest.raises(ValueError, match="not a str"):
+        predictor.predict(["fine", 3])
+    with pytest.raises(ValueError, match="batch_size"):
+        Predictor(export[0], batch_size=0)
+
+
+def test_predictor_never_imports_tensorflow(export):
+    code = (
+        "import sys\n"
+        "from export.predict import Predictor\n"
+        "results = Predictor(sys.argv[1]).predict(['A fine film.', 'Dull.'])\n"
+        "assert len(results) == 2\n"
+        "loaded = [m for m in ('tensorflow', 'keras', 'keras_hub', 'tf2onnx', 'keras_effattn')\n"
+        "          if m in sys.modules]\n"
+        "sys.exit(f'imported {loaded}' if loaded else 0)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(export[0])], cwd=REPO_ROOT, capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
