@@ -243,3 +243,62 @@ def test_approximate_kinds_keep_projections_and_reload_exactly(kind, module, tmp
     loaded = keras.saving.load_model(tmp_path / "approx.keras")
     assert keras_effattn.describe_attention(loaded) == keras_effattn.describe_attention(swapped)
     np.testing.assert_allclose(_sequence(loaded, x), _sequence(swapped, x), atol=1e-6)
+
+
+def test_embedding_similarity_measures():
+    from keras_effattn.models import zero_shot
+
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(3, 5, 4))
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    reference = {
+        "cls": sequence[:, 0],
+        "mean": (sequence * mask[..., None]).sum(1) / mask.sum(1, keepdims=True),
+        "sequence": sequence * mask[..., None],
+    }
+    same = zero_shot.embedding_similarity(reference, reference)
+    assert same["cls_cosine_min"] == pytest.approx(1.0) and same["sequence_rel_error"] == 0.0
+    flipped = {k: -v for k, v in reference.items()}
+    opposite = zero_shot.embedding_similarity(reference, flipped)
+    assert opposite["mean_cosine_mean"] == pytest.approx(-1.0)
+    assert opposite["sequence_rel_error"] == pytest.approx(2.0)
+
+
+def test_encode_pools_over_real_tokens_in_batches():
+    from keras_effattn.models import zero_shot
+
+    backbone = _tiny()
+    x = _inputs(backbone, batch=5)
+    full = zero_shot.encode(backbone, x["token_ids"], x["padding_mask"], batch_size=5)
+    split = zero_shot.encode(backbone, x["token_ids"], x["padding_mask"], batch_size=2)
+    np.testing.assert_allclose(split["mean"], full["mean"], atol=1e-6)
+    sequence = _sequence(backbone, x)
+    np.testing.assert_allclose(full["cls"], sequence[:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="must both be"):
+        zero_shot.encode(backbone, x["token_ids"], x["padding_mask"][:, :3])
+
+
+@pytest.mark.slow
+def test_zero_shot_script_writes_results_and_resumes(tmp_path, data_dir):
+    from experiments import zero_shot_swap as script
+
+    def run(*variants):
+        argv = ["zero_shot_swap", f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
+        argv += ["--num_reviews=2", "--max_length=16", "--batch_size=2", "--seeds=0"]
+        argv += [f"--variant={v}" for v in variants]
+        script.FLAGS.unparse_flags()
+        script.FLAGS(argv)
+        script.main([])
+        return keras_effattn.utils.read_csv(tmp_path / "results.csv")
+
+    first = run("exact", "exact*4,favor(num_features=16)*2")
+    assert [r["variant"] for r in first] == ["exact", "exact*4,favor(num_features=16)*2"]
+    assert float(first[0]["cls_cosine_min"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(first[1]["mean_cosine_mean"]) < 1.0
+    second = run("exact", "exact*4,favor(num_features=16)*2", "lowrank(k=8)")
+    assert second[:2] == first  # finished rows are kept, not recomputed
+    assert len(second) == 3
+    for name in ("config.json", "results.json", "results.md"):
+        assert (tmp_path / name).is_file()
+    assert "`lowrank(k=8)`" in (tmp_path / "results.md").read_text()
+    script.FLAGS.unparse_flags()
