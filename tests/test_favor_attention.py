@@ -11,10 +11,11 @@ from tests.layer_contract import run_layer_contract
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"num_features": 16, "seed": 1, "dropout": 0.1},
-               {"num_features": 16, "causal": True, "causal_block_size": 4},
-               {"num_features": 8, "redraw_every": 2, "seed": 3}],
-    ids=["fixed", "causal", "redraw"])
+    "kwargs", [pytest.param({"num_features": 16, "seed": 1, "dropout": 0.1}, id="fixed"),
+               pytest.param({"num_features": 16, "causal": True, "causal_block_size": 4},
+                            id="causal"),
+               pytest.param({"num_features": 8, "redraw_every": 2, "seed": 3}, id="redraw",
+                            marks=pytest.mark.slow)])
 def test_layer_contract(kwargs, tmp_path):
     run_layer_contract(FavorAttention, kwargs, tmp_path)
 
