@@ -302,3 +302,12 @@ def test_zero_shot_script_writes_results_and_resumes(tmp_path, data_dir):
         assert (tmp_path / name).is_file()
     assert "`lowrank(k=8)`" in (tmp_path / "results.md").read_text()
     script.FLAGS.unparse_flags()
+
+
+def test_factorised_lowrank_reswaps_to_itself_and_refuses_full_kinds():
+    backbone = keras_effattn.swap_attention(_tiny(), "lowrank(k=8,qkv_rank=4,max_length=24)")
+    x = _inputs(backbone)
+    again = keras_effattn.swap_attention(backbone, keras_effattn.describe_attention(backbone))
+    np.testing.assert_array_equal(_sequence(again, x), _sequence(backbone, x))
+    with pytest.raises(ValueError, match="factorised Q/K/V"):
+        keras_effattn.swap_attention(backbone, "exact")

@@ -115,7 +115,7 @@ def _replace_attention_layer(encoder, layer_spec):
     # Spec options win over the inherited constructor arguments (e.g. a FAVOR+ `seed`).
     mha_kwargs = {k: config[k] for k in _MHA_ARGS if k in config and k not in layer_spec.kwargs}
     new = spec_lib.make_attention(layer_spec, **mha_kwargs)
-    hidden_dim = old.query_dense.kernel.shape[0]
+    hidden_dim = old.output_dense.kernel.shape[-1]  # never factorised, unlike query_dense
     new.build(query_shape=(None, None, hidden_dim), value_shape=(None, None, hidden_dim))
     # The encoder is built, so its tracker is locked: swap the tracked entry in place.
     encoder._tracker.replace_tracked_value("layers", old, new)
@@ -140,6 +140,12 @@ def _copy_attention_weights(source, target, where):
     A target with factorised Q/K/V (low-rank ``qkv_rank``) receives the truncated-SVD factors
     of the source's full kernels, through the layer's own `from_multi_head_attention`.
     """
+    if getattr(source, "qkv_rank", None) is not None and type(source) is not type(target):
+        raise ValueError(
+            f"{where} has factorised Q/K/V (qkv_rank={source.qkv_rank}); a "
+            f"{type(target).__name__} needs full projections. Swap from the backbone the "
+            "low-rank one was made from instead."
+        )
     donor = source
     if getattr(target, "qkv_rank", None) is not None and getattr(source, "qkv_rank", None) is None:
         hidden = source.query_dense.kernel.shape[0]
