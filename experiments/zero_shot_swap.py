@@ -8,7 +8,7 @@ similarity (mean and worst) and the relative error of the sequence output. Varia
 keep exact attention in the lower layers. A crashed run resumes and skips finished rows.
 
 Quick:  python experiments/zero_shot_swap.py --num_reviews=16 --max_length=128 \
-            --output_dir=/tmp/zero_shot
+            --output_dir=runs/zero_shot_quick
 Full:   python experiments/zero_shot_swap.py --num_reviews=64 --max_length=256 --seeds=0,1,2
 One:    python experiments/zero_shot_swap.py --variant='exact*3,favor(num_features=128)*3'
 """
