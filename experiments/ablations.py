@@ -6,7 +6,7 @@ layers, epochs and batch size on the (pretrained) backbone; heads and hidden siz
 small models (the only way to vary them); FAVOR+ features, Linformer k and exact/FAVOR+ layer
 patterns as attention specs. Every row trains through the one training engine.
 
-Quick (tiny from-scratch model, 256 reviews, length 64, 1 epoch; about ten minutes on 2 CPU
+Quick (tiny from-scratch model, 512 reviews, length 64, 2 epochs; about ten minutes on 2 CPU
 cores; ``--groups=favor_features`` runs one group):
 
     python -m experiments.ablations --quick
@@ -21,12 +21,11 @@ Output: ``results.csv`` (group, value, metrics), ``summary.md``, one ``<group>.p
 
 from absl import app, flags
 
-from experiments import suite, sweep
+from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
+common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
-flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
-flags.DEFINE_string("output_dir", "results/ablations", "Sweep folder.")
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
                     "';'-separated groups to run.")
@@ -51,12 +50,11 @@ flags.DEFINE_integer("max_length", 256, "Token sequence length.")
 flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class.")
 flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 QUICK = {
     "backbone": "tiny",
     "freeze": "0;1;2",
-    "epochs_values": "1;2",
+    "epochs_values": "1;3",
     "batch": "8;32",
     "heads": "2;8",
     "hidden": "32;128",
@@ -67,11 +65,11 @@ QUICK = {
     "scratch_hidden": 64,
     "scratch_heads": 4,
     "base_favor_features": 16,
-    "epochs": 1,
+    "epochs": 2,
     "learning_rate": 1e-3,
     "scratch_learning_rate": 1e-3,
     "max_length": 64,
-    "train_per_class": 128,
+    "train_per_class": 256,
     "test_per_class": 64,
     "jit_compile": False,
 }
@@ -193,8 +191,8 @@ def report(results, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
-    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/ablations")
+    run(settings, common.data_dir(FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -30,13 +30,12 @@ Output (``--output_dir``): ``eda_*.png``, ``eda.json``, ``eda.md``, ``confusion_
 
 from absl import app, flags
 
-from experiments import suite
+from experiments import common, suite
 from experiments.failures import failure_statistics, negation_count
 
 FLAGS = flags.FLAGS
+common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
-flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
-flags.DEFINE_string("output_dir", "results/analysis", "Folder of the analysis outputs.")
 flags.DEFINE_string("work_dir", "runs/analysis_model", "Engine run folder (holds model.keras).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec of the analysed model.")
@@ -51,7 +50,6 @@ flags.DEFINE_integer("attention_max_length", 48, "Tokens shown in the attention 
 flags.DEFINE_string("texts", "", "'||'-separated texts to visualise instead of chosen reviews.")
 flags.DEFINE_integer("max_failures", 50, "Misclassified reviews written to failure_cases.csv.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 QUICK = {
     "backbone": "tiny",
@@ -217,8 +215,8 @@ def write_summary(out_dir, metrics, failures, titles):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
-    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/analysis")
+    run(settings, common.data_dir(FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ kWh), ``energy.png``, ``config.json`` and each run's folder under ``runs/``.
 
 from absl import app, flags
 
-from experiments import suite, sweep
+from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
+common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
-flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
-flags.DEFINE_string("output_dir", "results/energy", "Sweep folder.")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
 flags.DEFINE_string("settings", "baseline;mixed_precision;remat;label_smoothing;dropout;adam;"
@@ -46,7 +45,6 @@ flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (20% h
 flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
 flags.DEFINE_string("country_iso_code", "USA", "Grid carbon intensity for CodeCarbon.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 QUICK = {
     "backbone": "tiny",
@@ -154,8 +152,8 @@ def report(results, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
-    run(settings, suite.resolve_data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/energy")
+    run(settings, common.data_dir(FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ Part 1 fine-tunes the standard model (stock Keras attention) and each low-rank v
 GLUE classification tasks in ``../shared/data/glue`` (CoLA, SST-2, MRPC, RTE) through the one
 training engine, and scores the dev set with each task's GLUE metric (Matthews correlation for
 CoLA, F1 and accuracy for MRPC, accuracy otherwise), plus inference peak memory and per-sample
-inference time. STS-B is a regression task and the training engine trains classifiers only, so
+inference time. Variants: ``lowrank(k=none,qkv_rank=16)`` factorises each Q/K/V projection
+through rank 16 (no sequence projection; initialised by truncated SVD from a pretrained
+backbone) and ``lowrank(k=16)`` is Linformer with keys/values projected to 16 positions.
+STS-B is a regression task and the training engine trains classifiers only, so
 it is not run (``--tasks`` refuses it).
 
 Part 2 trains a masked-LM head (and the encoder) per variant on WikiText-2 and reports test
@@ -33,14 +36,13 @@ import math
 
 from absl import app, flags
 
-from experiments import suite, sweep
+from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
+common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
-flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
-flags.DEFINE_string("output_dir", "results/glue_lowrank", "Sweep folder.")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
-flags.DEFINE_string("variants", "keras;lowrank(qkv_rank=16);lowrank(k=16)",
+flags.DEFINE_string("variants", "keras;lowrank(k=none,qkv_rank=16);lowrank(k=16)",
                     "';'-separated attention specs; the first is the standard model.")
 flags.DEFINE_string("tasks", "CoLA;SST-2;MRPC;RTE", "';'-separated GLUE classification tasks.")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
@@ -58,7 +60,6 @@ flags.DEFINE_integer("mlm_epochs", 3, "Masked-LM training epochs.")
 flags.DEFINE_float("mlm_learning_rate", 5e-5, "Masked-LM peak learning rate.")
 flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 QUICK = {
     "backbone": "tiny",
@@ -268,8 +269,8 @@ def report(glue_rows, ppl_rows, variants, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK)
-    data_dir = suite.resolve_data_dir(FLAGS.data_dir)
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/glue_lowrank")
+    data_dir = common.data_dir(FLAGS.data_dir)
     variants = suite.split_list(settings["variants"])
     source = suite.backbone_source(settings["backbone"])
     suite.write_sweep_config(settings["output_dir"], QUESTION, settings)

@@ -16,6 +16,7 @@ Example:
 
 import math
 import pathlib
+import shutil
 
 from keras_effattn.utils import io
 from keras_effattn.utils.metadata import run_metadata
@@ -163,39 +164,31 @@ def _cell(value):
     return str(value)
 
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-
-
-def resolve_data_dir(data_dir):
-    """The data folder: the flag's value, else ``../shared/data`` beside the repository."""
-    path = pathlib.Path(data_dir) if data_dir else DEFAULT_DATA_DIR
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"Data folder {path} does not exist; pass --data_dir pointing at the shared data "
-            "(aclImdb_v1.tar.gz, glue/, wikitext-2/)."
-        )
-    return path
-
-
-def settings_from_flags(flag_values, names, quick_values):
+def settings_from_flags(flag_values, names, quick_values, output_dir):
     """The run settings: each flag's value, with `--quick` replacing flags not given explicitly.
+
+    Also applies the shared flags of `experiments.common`: ``--output_dir`` defaults to
+    `output_dir`, and ``--overwrite`` deletes that folder first (otherwise a sweep resumes).
 
     Args:
         flag_values: `absl.flags.FLAGS` (parsed).
         names: the flag names that make the settings.
         quick_values: dict name -> value used under ``--quick`` unless the flag was set on the
             command line.
+        output_dir: the script's default sweep folder (relative to the working directory).
 
     Returns:
-        dict name -> value (plus ``quick``).
+        dict name -> value (plus ``quick`` and ``output_dir``).
     """
     quick = bool(flag_values["quick"].value)
     settings = {"quick": quick}
     for name in names:
         flag = flag_values[name]
-        settings[name] = quick_values[name] if quick and name in quick_values and not flag.present \
-            else flag.value
+        use_quick = quick and name in quick_values and not flag.present
+        settings[name] = quick_values[name] if use_quick else flag.value
+    settings["output_dir"] = str(flag_values["output_dir"].value or output_dir)
+    if flag_values["overwrite"].value and pathlib.Path(settings["output_dir"]).exists():
+        shutil.rmtree(settings["output_dir"])
     return settings
 
 
@@ -221,9 +214,10 @@ def bar_chart(labels, means, path, ylabel, title, errors=None):
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.6))
     positions = range(len(labels))
-    clean = [None if e is None or math.isnan(float(e)) else e for e in (errors or [None] * len(labels))]
-    axis.bar(positions, means, yerr=[e or 0.0 for e in clean] if errors else None, capsize=4,
-             color="#4c72b0")
+    yerr = None
+    if errors is not None:
+        yerr = [0.0 if e is None or math.isnan(float(e)) else float(e) for e in errors]
+    axis.bar(positions, means, yerr=yerr, capsize=4, color="#4c72b0")
     axis.set_xticks(list(positions), labels, rotation=30, ha="right", fontsize=8)
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=10)

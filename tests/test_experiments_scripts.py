@@ -81,14 +81,14 @@ def test_seq_scaling_quick(tmp_path):
 def test_glue_lowrank_quick(tmp_path, data_dir):
     out = tmp_path / "glue"
     run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
-               "--tasks=MRPC", "--variants=keras;lowrank(qkv_rank=4)", "--train_examples=32",
+               "--tasks=MRPC", "--variants=keras;lowrank(k=none,qkv_rank=4)", "--train_examples=32",
                "--dev_examples=16", "--batch_size=8", "--max_length=32", "--mlm_max_words=16",
                "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
     rows = _rows(out)
     assert [(r["task"], r["glue_metric"]) for r in rows] == [("MRPC", "f1"), ("MRPC", "f1")]
     assert all(0.0 <= float(r["glue_accuracy"]) <= 1.0 for r in rows)
     ppl = io.read_csv(out / "perplexity.csv")
-    assert [r["variant"] for r in ppl] == ["keras", "lowrank(qkv_rank=4)"]
+    assert [r["variant"] for r in ppl] == ["keras", "lowrank(k=none,qkv_rank=4)"]
     assert all(1.0 < float(r["perplexity"]) < 1e6 for r in ppl)
     summary = (out / "summary.md").read_text()
     assert "valid split and evaluated on the test split" in summary
