@@ -87,11 +87,17 @@ def quantize_int8(src, dst, per_channel=False, quantize_embeddings=True):
     _check_file(src, "src")
     op_types = ["MatMul", "Gather"] if quantize_embeddings else ["MatMul"]
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
+        unfused = os.path.join(tmp, "unfused.onnx")
         prepared = os.path.join(tmp, "prepared.onnx")
         out = os.path.join(tmp, "quantized.onnx")
+        # tf2onnx writes the attention projections as Gemm, which dynamic quantisation skips;
+        # as MatMul + Add they are quantised like the feed-forward layers.
+        model = onnx.load(src)
+        gemm_to_matmul(model)
+        onnx.save(model, unfused)
         # ONNX shape inference only: onnxruntime's symbolic shape inference does not finish on
         # tf2onnx graphs and then dumps `sym_shape_infer_temp.onnx` into the working directory.
-        quant_pre_process(src, prepared, skip_optimization=True, skip_symbolic_shape=True)
+        quant_pre_process(unfused, prepared, skip_optimization=True, skip_symbolic_shape=True)
         quantize_dynamic(
             prepared,
             out,
@@ -103,6 +109,62 @@ def quantize_int8(src, dst, per_channel=False, quantize_embeddings=True):
         _copy_metadata(src, out)
         os.replace(out, dst)
     return dst
+
+
+def gemm_to_matmul(model):
+    """Rewrites ``Gemm(A, B, C)`` with a constant B into ``MatMul(A, B') + C``, in place.
+
+    Exact for alpha = 1, beta = 1 (or no C) and transA = 0 (what tf2onnx emits for dense layers); B' is B
+    transposed when transB = 1. Other Gemms are left alone.
+
+    Args:
+        model: an `onnx.ModelProto`.
+
+    Returns:
+        The number of Gemm nodes rewritten.
+    """
+    from onnx import helper
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        if (
+            node.op_type != "Gemm"
+            or node.domain not in ("", "ai.onnx")
+            or node.input[1] not in initializers
+            or attributes.get("transA", 0) != 0
+            or attributes.get("alpha", 1.0) != 1.0
+            or (has_bias and attributes.get("beta", 1.0) != 1.0)
+        ):
+            nodes.append(node)
+            continue
+        weight_name = node.input[1]
+        if attributes.get("transB", 0):
+            weight = numpy_helper.to_array(initializers[weight_name]).T.copy()
+            weight_name = f"{node.input[1]}_transposed_{rewritten}"
+            graph.initializer.append(numpy_helper.from_array(weight, weight_name))
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(
+            helper.make_node("MatMul", [node.input[0], weight_name], [product],
+                             name=f"{node.name}_matmul")
+        )
+        if has_bias:
+            nodes.append(
+                helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                 name=f"{node.name}_bias")
+            )
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return rewritten
 
 
 def convert_fp16(src, dst):

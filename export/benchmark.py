@@ -1,0 +1,203 @@
+"""Benchmark: Keras vs ONNX fp32 vs ONNX int8 on CPU, for TensorFlow-free deployment.
+
+Question answered: how much faster and smaller is the exported classifier, and does int8 keep
+the Keras model's answers? Per-sample latency and throughput at batch 1 and 16, sequence 128
+and 256 (real IMDB reviews packed to that length), the three backends timed in turn in every
+repeat (so machine load hits them alike; medians reported, ratios to Keras from the same run),
+model file sizes, and label agreement with Keras (and accuracy) on IMDB test reviews. Writes
+``results.json`` and ``results.md`` into ``--output_dir`` and prints the table.
+
+Examples:
+    python -m export.benchmark --model results/train/model.keras --agreement_per_class 50 \
+        --repeats 5 --output_dir /tmp/bench                      # quick
+    python -m export.benchmark --model results/train/model.keras  # full: 1,000 reviews
+"""
+
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from export import predict as predict_lib
+from export import to_onnx
+from export import verify
+from export.tokenizer import WordPieceTokenizer
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+flags.DEFINE_string("model", None, "Trained classifier (.keras).")
+flags.DEFINE_string("output_dir", str(REPO_ROOT / "results" / "export_benchmark"),
+                    "Where results.json and results.md go.")
+flags.DEFINE_string("export_dir", None, "Where the fp32/int8 exports go (default: a temp dir).")
+flags.DEFINE_string("data_dir", str(REPO_ROOT.parent / "shared" / "data"),
+                    "Folder with aclImdb_v1.tar.gz.")
+flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes.")
+flags.DEFINE_list("lengths", ["128", "256"], "Sequence lengths.")
+flags.DEFINE_integer("repeats", 20, "Timed repeats per setting (each runs all backends).")
+flags.DEFINE_integer("warmup", 3, "Untimed warm-up calls per backend and setting.")
+flags.DEFINE_integer("threads", 2, "Threads for TensorFlow and onnxruntime (2-core target).")
+flags.DEFINE_integer("agreement_per_class", 500, "IMDB test reviews per class for agreement.")
+flags.DEFINE_integer("verify_per_class", 64, "IMDB test reviews per class for export checks.")
+flags.DEFINE_integer("seed", 0, "IMDB sample seed.")
+flags.mark_flags_as_required(["model"])
+FLAGS = flags.FLAGS
+
+
+def _keras_function(model):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def call(features):
+        return model(features, training=False)
+
+    return lambda batch: call({k: tf.constant(v) for k, v in batch.items()}).numpy()
+
+
+def time_backends(backends, batch, repeats, warmup):
+    """Median seconds per call of each backend, timed in turn in every repeat."""
+    for run in backends.values():
+        for _ in range(warmup):
+            run(batch)
+    times = {name: [] for name in backends}
+    for _ in range(repeats):
+        for name, run in backends.items():
+            start = time.perf_counter()
+            run(batch)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _table(rows, sizes):
+    lines = [
+        "| batch | seq | backend | ms / sample | samples / s | speed-up vs Keras |",
+        "| ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['batch']} | {row['length']} | {row['backend']} | "
+            f"{row['ms_per_sample']:.2f} | {row['samples_per_s']:.1f} | {row['speedup']:.2f}x |"
+        )
+    lines += ["", "| file | MB |", "| --- | ---: |"]
+    lines += [f"| {name} | {value / 1e6:.1f} |" for name, value in sizes.items()]
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    import tempfile
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    from keras_effattn.data import read_imdb
+    from keras_effattn.utils.io import write_json
+    from keras_effattn.utils.io import write_text
+    from keras_effattn.utils.metadata import package_versions
+
+    model = to_onnx.load_float32(FLAGS.model)
+    archive = str(pathlib.Path(FLAGS.data_dir) / "aclImdb_v1.tar.gz")
+    check = read_imdb(archive, "test", max_per_class=FLAGS.verify_per_class, seed=FLAGS.seed + 1)
+    export_root = pathlib.Path(FLAGS.export_dir or tempfile.mkdtemp(prefix="export_bench_"))
+    exports, reports = {}, {}
+    for precision in ("fp32", "int8"):
+        folder = export_root / precision
+        reports[precision] = to_onnx.export_onnx(
+            model, folder, list(check.texts), labels=check.labels, label_names=["neg", "pos"],
+            quantize=None if precision == "fp32" else precision, min_agreement=0.95,
+            source_path=FLAGS.model,
+        )
+        exports[precision] = folder
+    sessions = {p: verify.onnx_session(f / "model.onnx", FLAGS.threads) for p, f in exports.items()}
+    keras_call = _keras_function(model)
+    backends = {
+        "keras": keras_call,
+        "onnx_fp32": lambda b: sessions["fp32"].run(["logits"], b)[0],
+        "onnx_int8": lambda b: sessions["int8"].run(["logits"], b)[0],
+    }
+
+    texts = list(read_imdb(archive, "test", max_per_class=16, seed=FLAGS.seed + 2).texts)
+    base = WordPieceTokenizer.from_dir(exports["fp32"])
+    rows = []
+    for length in map(int, FLAGS.lengths):
+        packer = WordPieceTokenizer(base.vocabulary, length, lowercase=base.lowercase,
+                                    strip_accents=base.strip_accents)
+        for batch_size in map(int, FLAGS.batch_sizes):
+            batch = packer(texts[:batch_size])
+            seconds = time_backends(backends, batch, FLAGS.repeats, FLAGS.warmup)
+            for name, value in seconds.items():
+                rows.append({
+                    "batch": batch_size, "length": length, "backend": name,
+                    "ms_per_sample": 1000 * value / batch_size,
+                    "samples_per_s": batch_size / value,
+                    "speedup": seconds["keras"] / value,
+                })
+
+    agreement_data = read_imdb(archive, "test", max_per_class=FLAGS.agreement_per_class,
+                               seed=FLAGS.seed)
+    agreement_texts = list(agreement_data.texts)
+    packed = base(agreement_texts)
+    keras_logits = verify.run_keras(model, packed, batch_size=32)
+    agreement = {"n": len(agreement_texts)}
+    for precision, folder in exports.items():
+        predictor = predict_lib.Predictor(folder, batch_size=32, threads=FLAGS.threads)
+        logits = predictor.predict_logits(agreement_texts)
+        agreement[precision] = verify.compare(keras_logits, logits)
+        agreement[precision]["accuracy"] = verify.accuracy(logits, agreement_data.labels)
+        agreement[precision]["padding"] = predictor.padding
+    agreement["keras_accuracy"] = verify.accuracy(keras_logits, agreement_data.labels)
+
+    sizes = {
+        "model.keras": os.path.getsize(FLAGS.model),
+        "model.onnx (fp32)": os.path.getsize(exports["fp32"] / "model.onnx"),
+        "model.onnx (int8)": os.path.getsize(exports["int8"] / "model.onnx"),
+    }
+    target = next(r for r in rows if r["batch"] == 1 and r["length"] == 256
+                  and r["backend"] == "onnx_int8") if 256 in map(int, FLAGS.lengths) else None
+    targets = {
+        "int8_speedup_b1_s256": target["speedup"] if target else None,
+        "int8_speedup_b1_s256_ok": bool(target and target["speedup"] >= 3.0),
+        "int8_label_agreement": agreement["int8"]["label_agreement"],
+        "int8_label_agreement_ok": agreement["int8"]["label_agreement"] >= 0.99,
+        "int8_size_ratio": sizes["model.onnx (int8)"] / sizes["model.onnx (fp32)"],
+        "int8_size_ratio_ok": sizes["model.onnx (int8)"] * 3 <= sizes["model.onnx (fp32)"],
+    }
+    results = {
+        "model": {"file": os.path.basename(FLAGS.model),
+                  "sha256": reports["fp32"]["source_sha256"]},
+        "config": {name: FLAGS[name].value for name in (
+            "batch_sizes", "lengths", "repeats", "warmup", "threads",
+            "agreement_per_class", "verify_per_class", "seed")},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": list(os.getloadavg())},
+        "versions": package_versions(),
+        "attention_spec": reports["fp32"]["attention_spec"],
+        "latency": rows,
+        "sizes_bytes": sizes,
+        "agreement": agreement,
+        "export_checks": {p: r["verification"] for p, r in reports.items()},
+        "targets": targets,
+    }
+    table = _table(rows, sizes)
+    summary = (
+        f"Label agreement with Keras on {agreement['n']} IMDB test reviews: fp32 "
+        f"{agreement['fp32']['label_agreement']:.4f}, int8 {agreement['int8']['label_agreement']:.4f} "
+        f"(accuracy Keras {agreement['keras_accuracy']:.4f}, fp32 {agreement['fp32']['accuracy']:.4f}, "
+        f"int8 {agreement['int8']['accuracy']:.4f}); int8/fp32 file size "
+        f"{targets['int8_size_ratio']:.3f}."
+    )
+    output = pathlib.Path(FLAGS.output_dir)
+    write_json(output / "results.json", results)
+    write_text(output / "results.md", "# Export benchmark\n\n" + table + "\n\n" + summary + "\n")
+    print(table)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
