@@ -301,8 +301,10 @@ def chunked_attention(
             )
             return j + 1, m_new, norm, acc
 
+        # parallel_iterations=1: otherwise TensorFlow runs up to 10 blocks ahead and holds
+        # their [B, N, T, C] intermediates at once, losing the memory bound.
         _, m, norm, acc = tf.while_loop(
-            lambda j, *_: j < num_blocks, step, (tf.constant(0),) + init
+            lambda j, *_: j < num_blocks, step, (tf.constant(0),) + init, parallel_iterations=1
         )
         has_keys = norm > 0.0
         out_t = acc / tf.where(has_keys, norm, 1.0)[..., None]  # [B, N, T, Hv] float32
@@ -337,7 +339,8 @@ def chunked_attention(
                 tf.TensorArray(dtype, size=num_blocks,
                                element_shape=[None, heads, chunk_size, hv]),
             )
-            _, d_q, d_k, d_v = tf.while_loop(lambda j, *_: j < num_blocks, back_step, init_b)
+            _, d_q, d_k, d_v = tf.while_loop(lambda j, *_: j < num_blocks, back_step, init_b,
+                                             parallel_iterations=1)
             d_q = tf.cast(tf.transpose(d_q, [0, 2, 1, 3]), q_scaled.dtype)
             d_k = from_blocks(d_k.stack())
             d_v = from_blocks(d_v.stack())
