@@ -38,6 +38,7 @@ def test_mean_pooling_is_a_masked_mean_and_ignores_padding():
     )
 
 
+@pytest.mark.slow
 def test_fit_predict_evaluate_and_token_dict_contract():
     model = keras_effattn.build_classifier(TINY, attention="exact", max_length=16, num_classes=3)
     assert keras_effattn.describe_attention(model) == "exact(chunk_size=none)*2"
@@ -88,6 +89,7 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict(TEXTS, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_freezing_keeps_frozen_weights_fixed():
     model = keras_effattn.build_classifier(
         TINY, max_length=16, freeze_layers=1, freeze_token_embedding=True

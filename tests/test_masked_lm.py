@@ -64,6 +64,7 @@ def test_loss_is_the_mean_over_masked_positions_only():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_save_load(tmp_path):
     model = _small_vocab_model(attention="exact(chunk_size=4),keras", max_length=16)
     x, y, weights = _batch(model)
