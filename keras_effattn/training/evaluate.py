@@ -181,7 +181,7 @@ def log_softmax_cross_entropy(logits, labels):
 
 
 def predict_timed(model, inputs, warmup_batches=1):
-    """Runs `model.predict` over a batched `tf.data` input and times it.
+    """Runs `keras.Model.predict` over a batched `tf.data` input of model-ready inputs, timed.
 
     The first `warmup_batches` batches are run once before timing (tracing and XLA compilation
     are not inference cost).
@@ -190,11 +190,13 @@ def predict_timed(model, inputs, warmup_batches=1):
         ``(outputs, stats)``; stats has ``seconds``, ``num_examples``, ``latency_ms_per_sample``,
         ``samples_per_s``, ``host_peak_rss_mb``, ``device_peak_mb``.
     """
+    import keras
+
     if warmup_batches:
-        model.predict(inputs.take(warmup_batches), verbose=0)
+        keras.Model.predict(model, inputs.take(warmup_batches), verbose=0)
     meter = MemoryMeter().start()
     start = time.perf_counter()
-    outputs = model.predict(inputs, verbose=0)
+    outputs = keras.Model.predict(model, inputs, verbose=0)
     seconds = time.perf_counter() - start
     memory = meter.stop()
     first = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
@@ -211,21 +213,28 @@ def predict_timed(model, inputs, warmup_batches=1):
     return outputs, stats
 
 
-def evaluate_classifier(model, features, labels, class_names=None, warmup_batches=1):
-    """Evaluates a classifier that outputs logits (or probabilities) per class.
+def evaluate_classifier(model, features, labels, class_names=None, warmup_batches=1,
+                        preprocess=True):
+    """Evaluates a classifier that outputs logits per class.
 
     Args:
-        model: a Keras model; `model.predict(features)` gives [N, num_classes] scores.
-        features: a batched `tf.data.Dataset` of model inputs (no labels), in label order.
+        model: a Keras model giving [N, num_classes] logits.
+        features: a batched `tf.data.Dataset` of inputs (no labels), in label order: raw inputs
+            for a KerasHub task (its ``preprocessor`` is mapped over them when `preprocess`).
         labels: 1-D int array of the true class ids, same order.
         class_names: optional class names.
         warmup_batches: int, default 1. Batches run before timing.
+        preprocess: bool, default True. Map ``model.preprocessor`` (when there is one) over
+            `features` inside the timed pipeline; False when they are model-ready already.
 
     Returns:
         dict: `classification_metrics` plus ``loss`` (cross-entropy from the logits), and
         ``inference`` (latency, throughput, peak memory), and ``predictions`` (class ids).
     """
     labels = np.asarray(labels)
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocess and preprocessor is not None:
+        features = features.map(preprocessor)
     logits, stats = predict_timed(model, features, warmup_batches)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:

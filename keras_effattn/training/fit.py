@@ -281,8 +281,32 @@ def epoch_order(num_examples, batch_size, seed, epoch):
     return permutation[: (num_examples // batch_size) * batch_size]
 
 
-def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_hot):
-    """A `tf.data` pipeline of training batches from global step `start_step` to the end."""
+def model_inputs_fn(model):
+    """The function that turns a batch of raw inputs into `model`'s inputs inside tf.data.
+
+    A KerasHub task's ``preprocessor`` is applied here (not inside `fit`/`predict`), and boolean
+    tensors (padding masks) become int32: under a `tf.distribute` strategy Keras averages the
+    first batch across replicas to build the model, which fails for booleans.
+    """
+    import tensorflow as tf
+
+    preprocessor = getattr(model, "preprocessor", None)
+
+    def to_inputs(x):
+        if preprocessor is not None:
+            x = preprocessor(x)
+        return tf.nest.map_structure(
+            lambda t: tf.cast(t, tf.int32) if t.dtype == tf.bool else t, x)
+
+    return to_inputs
+
+
+def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_hot,
+                 to_inputs=None):
+    """A `tf.data` pipeline of training batches from global step `start_step` to the end.
+
+    `to_inputs` (see `model_inputs_fn`) is mapped over each batch of raw inputs.
+    """
     import tensorflow as tf
 
     steps_per_epoch = len(split) // batch_size
@@ -298,21 +322,31 @@ def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_h
             y = tf.one_hot(y, num_classes)
         return _gather(constants, index), y
 
+    def lookup_inputs(index):
+        x, y = lookup(index)
+        return (to_inputs(x) if to_inputs else x), y
+
     ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
-    ds = ds.batch(batch_size, drop_remainder=True).map(lookup)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lookup_inputs, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def feature_stream(split, batch_size):
+def feature_stream(split, batch_size, to_inputs=None):
     """Batched model inputs of `split`, in order, without labels."""
     import tensorflow as tf
 
     constants = _x_constants(split.x)
+
+    def lookup(index):
+        x = _gather(constants, index)
+        return to_inputs(x) if to_inputs else x
+
     ds = tf.data.Dataset.range(len(split)).batch(batch_size)
-    return ds.map(lambda index: _gather(constants, index)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def labelled_stream(split, batch_size, num_classes, one_hot):
+def labelled_stream(split, batch_size, num_classes, one_hot, to_inputs=None):
     """Batched ``(inputs, labels)`` of `split`, in order (validation)."""
     import tensorflow as tf
 
@@ -321,9 +355,11 @@ def labelled_stream(split, batch_size, num_classes, one_hot):
 
     def lookup(index):
         y = tf.gather(labels, index)
-        return _gather(constants, index), (tf.one_hot(y, num_classes) if one_hot else y)
+        x = _gather(constants, index)
+        return (to_inputs(x) if to_inputs else x), (tf.one_hot(y, num_classes) if one_hot else y)
 
-    return tf.data.Dataset.range(len(split)).batch(batch_size).map(lookup).prefetch(2)
+    ds = tf.data.Dataset.range(len(split)).batch(batch_size)
+    return ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
 def apply_freezing(model, freeze_embeddings=False, freeze_layers=0):
@@ -585,9 +621,11 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
         fit_callbacks.append(keras.callbacks.TensorBoard(
             str(folder / "tensorboard"), write_graph=False, profile_batch=0))
     fit_callbacks += [checkpoint, _EpochCsv(checkpoint, folder / "epochs.csv"), *callbacks]
+    to_inputs = model_inputs_fn(model)
     validation_data = None
     if val_split is not None:
-        validation_data = labelled_stream(val_split, config.eval_batch_size, num_classes, one_hot)
+        validation_data = labelled_stream(val_split, config.eval_batch_size, num_classes, one_hot,
+                                          to_inputs)
 
     energy.start()
     train_start = time.perf_counter()
@@ -597,8 +635,11 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
         remaining = steps_per_epoch - step
         last_epoch = config.epochs if step == 0 else epoch + 1
         data = train_stream(train_split, config.batch_size, config.seed, config.epochs,
-                            epoch * steps_per_epoch + step, num_classes, one_hot)
-        model.fit(
+                            epoch * steps_per_epoch + step, num_classes, one_hot, to_inputs)
+        # keras.Model.fit, not a KerasHub task's own fit: the pipeline above already applied
+        # the task's preprocessor.
+        keras.Model.fit(
+            model,
             data,
             epochs=last_epoch,
             initial_epoch=epoch,
@@ -622,8 +663,8 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     if config.restore_best and best is not None and best.path.is_file():
         model.load_weights(best.path)
     evaluation = ev.evaluate_classifier(
-        model, feature_stream(eval_split, config.eval_batch_size), eval_split.y,
-        eval_split.class_names or None)
+        model, feature_stream(eval_split, config.eval_batch_size, to_inputs), eval_split.y,
+        eval_split.class_names or None, preprocess=False)
     energy_result = energy.stop()
 
     rows = checkpoint.history
