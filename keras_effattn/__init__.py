@@ -16,3 +16,9 @@ from keras_effattn.models.classifier import build_classifier
 from keras_effattn.models.masked_lm import build_masked_lm
 from keras_effattn.models.swap import describe_attention
 from keras_effattn.models.swap import swap_attention
+from keras_effattn.training.distribute import get_strategy
+from keras_effattn.training.fit import TrainConfig
+from keras_effattn.training.fit import train_and_evaluate
+from keras_effattn.training.optimizers import build_optimizer
+from keras_effattn.training.precision import precision_scope
+from keras_effattn.training.remat import enable_remat
