@@ -91,6 +91,10 @@ def main(argv):
     del argv
     import tempfile
 
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # tf2onnx/quantiser node-by-node INFO logs
+
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -186,8 +190,9 @@ def main(argv):
     table = _table(rows, sizes)
     summary = (
         f"Label agreement with Keras on {agreement['n']} IMDB test reviews: fp32 "
-        f"{agreement['fp32']['label_agreement']:.4f}, int8 {agreement['int8']['label_agreement']:.4f} "
-        f"(accuracy Keras {agreement['keras_accuracy']:.4f}, fp32 {agreement['fp32']['accuracy']:.4f}, "
+        f"{agreement['fp32']['label_agreement']:.4f}, int8 "
+        f"{agreement['int8']['label_agreement']:.4f} (accuracy Keras "
+        f"{agreement['keras_accuracy']:.4f}, fp32 {agreement['fp32']['accuracy']:.4f}, "
         f"int8 {agreement['int8']['accuracy']:.4f}); int8/fp32 file size "
         f"{targets['int8_size_ratio']:.3f}."
     )

@@ -88,6 +88,8 @@ def from_props(props, where="model.onnx"):
     try:
         values["max_length"] = int(values["max_length"])
     except ValueError as error:
-        raise ValueError(f"{where}: metadata max_length {values['max_length']!r} is not an int.") from error
+        raise ValueError(
+            f"{where}: metadata max_length {values['max_length']!r} is not an int."
+        ) from error
     values["padding_invariant"] = values.get("padding_invariant") == "true"
     return values

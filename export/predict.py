@@ -96,7 +96,8 @@ class Predictor:
         self.tokenizer = WordPieceTokenizer.from_dir(model_dir)
         if self.tokenizer.vocabulary_sha256 != self.metadata.get("vocab_sha256"):
             raise ValueError(
-                f"The vocabulary in {model_dir!r} (sha256 {self.tokenizer.vocabulary_sha256[:12]}…) "
+                f"The vocabulary in {model_dir!r} "
+                f"(sha256 {self.tokenizer.vocabulary_sha256[:12]}…) "
                 f"is not the one {MODEL_FILE} was exported with "
                 f"({str(self.metadata.get('vocab_sha256'))[:12]}…); copy the whole export folder."
             )

@@ -5,7 +5,8 @@ max length, tokenizer kind and vocab hash, attention spec, checkpoint hash, vers
 tokenizer files the TensorFlow-free predictor needs (``vocab.txt``, ``tokenizer.json``) and
 ``export_report.json``. The model is verified with onnxruntime on real texts over several batch
 sizes and lengths: a maximum absolute logit difference for fp32, label agreement for int8/fp16.
-When verification fails the command exits with status 1, writes nothing final (the report goes
+Exit status: 0 on success; 2 for bad input (a missing file, a bad flag value); 1 when
+verification fails, in which case the command writes nothing final (the report goes
 to ``export_report.failed.json`` for diagnosis) and leaves an earlier export untouched.
 
 TensorFlow lowers exact GELU (``tf.nn.gelu(approximate=False)``) to ``Erfc``, which tf2onnx 1.17
@@ -135,7 +136,8 @@ def convert_to_onnx(model, path, opset=DEFAULT_OPSET):
         opset=opset,
         custom_op_handlers={"Erfc": (_erfc_handler, [])},
     )
-    unsupported = sorted({n.op_type for n in onnx_model.graph.node if n.domain == ""} - _onnx_ops(opset))
+    used = {n.op_type for n in onnx_model.graph.node if n.domain == ""}
+    unsupported = sorted(used - _onnx_ops(opset))
     if unsupported:
         raise ValueError(
             f"tf2onnx left TensorFlow ops {unsupported} unconverted at opset {opset}; try "
@@ -157,7 +159,11 @@ def convert_to_onnx(model, path, opset=DEFAULT_OPSET):
 def _onnx_ops(opset):
     import onnx.defs
 
-    return {s.name for s in onnx.defs.get_all_schemas_with_history() if s.domain == "" and s.since_version <= opset}
+    return {
+        schema.name
+        for schema in onnx.defs.get_all_schemas_with_history()
+        if schema.domain == "" and schema.since_version <= opset
+    }
 
 
 def _patch_tf2onnx():
@@ -539,7 +545,10 @@ def _verification_texts(flag_values):
 
     archive = pathlib.Path(flag_values.data_dir) / "aclImdb_v1.tar.gz"
     data = read_imdb(
-        str(archive), "test", max_per_class=max(4, flag_values.num_texts // 2), seed=flag_values.seed
+        str(archive),
+        "test",
+        max_per_class=max(4, flag_values.num_texts // 2),
+        seed=flag_values.seed,
     )
     return list(data.texts), np.asarray(data.labels)
 
@@ -548,14 +557,17 @@ def main(argv):
     """Loads the .keras model, exports and verifies it; returns the exit status."""
     del argv
     from absl import flags
+    from absl import logging
 
+    # tf2onnx and onnxruntime's quantiser log every node at INFO; keep the CLI readable.
+    logging.set_verbosity(logging.WARNING)
     flag_values = flags.FLAGS
-    model = load_float32(flag_values.model)
-    texts, labels = _verification_texts(flag_values)
-    label_names = flag_values.labels
-    if label_names is None and int(model.output.shape[-1]) == 2 and labels is not None:
-        label_names = ["neg", "pos"]
     try:
+        model = load_float32(flag_values.model)
+        texts, labels = _verification_texts(flag_values)
+        label_names = flag_values.labels
+        if label_names is None and int(model.output.shape[-1]) == 2 and labels is not None:
+            label_names = ["neg", "pos"]
         report = export_onnx(
             model,
             flag_values.output_dir,
@@ -572,6 +584,9 @@ def main(argv):
     except ParityError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     final = report["verification"]["final"]
     print(
         f"wrote {pathlib.Path(flag_values.output_dir) / MODEL_FILE} ({report['precision']}, "

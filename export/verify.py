@@ -118,7 +118,8 @@ def tokenizer_parity(preprocessor, tokenizer, texts):
     mine = tokenizer(list(texts))
     ids = np.asarray(reference["token_ids"])
     mask = np.asarray(reference["padding_mask"]).astype(np.int32)
-    bad = np.flatnonzero((ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1))
+    differs = (ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1)
+    bad = np.flatnonzero(differs)
     return {"n": len(texts), "mismatches": int(len(bad)), "first_mismatch": _first(bad)}
 
 

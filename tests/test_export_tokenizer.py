@@ -76,7 +76,8 @@ def _assert_same(preprocessor, tokenizer, texts):
     mine = tokenizer(texts)
     ids = np.asarray(reference["token_ids"])
     mask = np.asarray(reference["padding_mask"]).astype(np.int32)
-    bad = np.flatnonzero((ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1))
+    differs = (ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1)
+    bad = np.flatnonzero(differs)
     assert bad.size == 0, (
         f"{bad.size} texts differ; first {texts[bad[0]][:80]!r}: "
         f"{tokenizer.tokenize(texts[bad[0]])[:20]}"
