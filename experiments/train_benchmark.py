@@ -16,8 +16,7 @@ Examples:
 
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from experiments import common
 

@@ -7,13 +7,10 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from training_helpers import CrashAfter, TinyData, tiny_classifier
 
-from keras_effattn.training import TrainConfig
-from keras_effattn.training import train_and_evaluate
+from keras_effattn.training import TrainConfig, train_and_evaluate
 from keras_effattn.utils import io
-from training_helpers import CrashAfter
-from training_helpers import TinyData
-from training_helpers import tiny_classifier
 
 ARTEFACTS = {
     "DONE", "config.json", "confusion_matrix.png", "epochs.csv", "metrics.json", "model.keras",

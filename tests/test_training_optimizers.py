@@ -1,9 +1,9 @@
 import keras
 import numpy as np
 import pytest
+from training_helpers import tiny_classifier
 
 from keras_effattn.training import optimizers
-from training_helpers import tiny_classifier
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_helpers import tiny_classifier
 
 from keras_effattn.training import remat
-from training_helpers import tiny_classifier
 
 
 def _grads(model, inputs, labels, jit):

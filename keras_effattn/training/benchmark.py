@@ -67,8 +67,7 @@ def build_model(size, variant, vocabulary, seed):
     if variant == "stock":
         backbone = keras_hub.models.DistilBertBackbone(**config)
         return keras_hub.models.DistilBertTextClassifier(backbone, 2, preprocessor=None)
-    from keras_effattn.models import EffAttnTextClassifier
-    from keras_effattn.models import load_backbone
+    from keras_effattn.models import EffAttnTextClassifier, load_backbone
 
     backbone = load_backbone(config, attention="exact")
     return EffAttnTextClassifier(backbone, 2, preprocessor=None, pooling="cls")

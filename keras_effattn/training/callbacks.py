@@ -223,9 +223,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.every_n_steps and self.step % self.every_n_steps == 0:
-            if self.step < self.steps_per_epoch:
-                self._save()
+        every = self.every_n_steps
+        if every and self.step % every == 0 and self.step < self.steps_per_epoch:
+            self._save()  # the epoch end saves anyway
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1}

@@ -506,12 +506,12 @@ def train_and_evaluate(
             f"batch_size={config.batch_size} is larger than the training set "
             f"({len(train_split)} examples); lower batch_size or use more training data."
         )
-    if (config.restore_best or config.monitor.startswith("val_")) and val_split is None:
-        if config.restore_best or config.early_stopping_patience is not None:
-            raise ValueError(
-                f"monitor={config.monitor!r} (early stopping / restore_best) needs validation "
-                "data; pass validation=... or monitor a training metric such as 'loss'."
-            )
+    uses_monitor = config.restore_best or config.early_stopping_patience is not None
+    if uses_monitor and val_split is None and config.monitor.startswith("val_"):
+        raise ValueError(
+            f"monitor={config.monitor!r} (early stopping / restore_best) needs validation "
+            "data; pass validation=... or monitor a training metric such as 'loss'."
+        )
     fingerprint = config.fingerprint(_data_fingerprint(train_split, eval_split, val_split))
     folder = pathlib.Path(output_dir)
     state_of_folder = prepare_output_dir(folder, fingerprint, overwrite)
