@@ -321,7 +321,10 @@ def main(argv):
     output_dir = pathlib.Path(FLAGS.output_dir)
     if not output_dir.is_absolute():
         output_dir = REPO / output_dir
-    io.write_json(output_dir / "config.json", {"flags": values, **metadata.run_metadata()})
+    config_path = output_dir / "config.json"
+    runs = io.read_json(config_path).get("runs", []) if config_path.is_file() else []
+    runs.append({"flags": values, **metadata.run_metadata()})  # one entry per (resumed) run
+    io.write_json(config_path, {"runs": runs})
     rows = sweep(build_configs(values), output_dir, FLAGS.memory_budget_gb * 1024,
                  FLAGS.config_timeout_s)
     print(format_table(rows))
