@@ -15,7 +15,7 @@ finished rows in results.json are kept and skipped.
 Quick (a minute or two on 2 CPU cores):
 
     python -m experiments.attention_benchmark --lengths=128,512 --repeats=3 \
-        --output_dir=/tmp/attn_quick
+        --output_dir=runs/attention_quick
 
 Full (the committed results; ~30 minutes on 2 shared CPU cores):
 

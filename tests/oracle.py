@@ -94,4 +94,5 @@ def linformer_naive(q, k, v, e, f, key_keep=None):
     kp = np.einsum("bsnh,sk->bknh", k, e[:s])
     vp = np.einsum("bsnh,sk->bknh", v, f[:s])
     slots = (keep.astype(np.float64) @ np.abs(e[:s])) > 0  # [B, K]
-    return softmax_attention(q, kp, vp, np.broadcast_to(slots[:, None, :], (q.shape[0], q.shape[1], slots.shape[1])))
+    keep_slots = np.broadcast_to(slots[:, None, :], (q.shape[0], q.shape[1], slots.shape[1]))
+    return softmax_attention(q, kp, vp, keep_slots)

@@ -26,13 +26,15 @@ def _mask_cases(t, s, rng):
     dense = rng.random((B, t, s)) > 0.4
     return {
         "none": (None, np.ones((B, t, s), bool)),
-        "key_padding": (masks.MaskParts(key=tf.constant(key)), np.broadcast_to(key[:, None], (B, t, s))),
+        "key_padding": (masks.MaskParts(key=tf.constant(key)),
+                        np.broadcast_to(key[:, None], (B, t, s))),
         "dense_random": (tf.constant(dense), dense),
         "causal_and_key": (
             masks.MaskParts(key=tf.constant(key), causal=True),
             key[:, None] & oracle.causal_keep(t, s),
         ),
-        "window": (masks.MaskParts(window=2), np.abs(np.arange(t)[:, None] - np.arange(s))[None] < 2),
+        "window": (masks.MaskParts(window=2),
+                   np.abs(np.arange(t)[:, None] - np.arange(s))[None] < 2),
     }
 
 

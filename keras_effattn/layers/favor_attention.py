@@ -76,7 +76,8 @@ class FavorAttention(keras.layers.MultiHeadAttention):
         causal: bool, decoder (prefix-sum) attention. Defaults to False.
         redraw_every: int or None. None or 0 keeps the features fixed; N > 0 redraws them
             every N training calls (seeded by `seed` and the step, so reproducible).
-        seed: int or None, seed of the random features (None draws one).
+        seed: int or None, seed of the random features and their redraws (None draws one when
+            the layer is built; pass an int for redraws that are reproducible after reloading).
         causal_block_size: int > 0, block of the causal prefix sums. Defaults to 64.
         **kwargs: other `keras.layers.MultiHeadAttention` arguments.
 

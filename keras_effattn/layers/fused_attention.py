@@ -73,7 +73,9 @@ class FusedAttention(keras.layers.MultiHeadAttention):
     Masks keep MultiHeadAttention's meaning (True = attend). ``attention_mask`` may be a key
     padding mask ``[B, S]``, KerasHub's ``[B, 1, S]`` or a full ``[B, T, S]`` mask. Padding
     masks and ``use_causal_mask`` are applied per block from positions (never as a T×S tensor);
-    fully masked query rows give zero attention output.
+    fully masked query rows give zero attention output. Dropout on the probabilities draws
+    16-bit decisions from a stateless generator (the rate is rounded to a multiple of 1/65536);
+    in chunked mode the backward pass regenerates the same masks.
 
     Shape letters: B batch, T query length, S key length, N heads, H head size.
 

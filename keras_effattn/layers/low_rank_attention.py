@@ -42,7 +42,9 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
 
     K' = Eᵀ K and V' = Fᵀ V with E, F of shape [max_length, k] (sliced to the actual length S),
     then softmax(Q K'ᵀ / sqrt(H)) V': O(T·k) time and memory instead of O(T·S). Padded keys and
-    values are zeroed before the projection, so padding never leaks into K' or V'. Sequences
+    values are zeroed before the projection, so padding never leaks into K' or V', and
+    projected slots that receive no real key are left out of the softmax (so identity E, F with
+    k >= S is exact attention). Sequences
     shorter than k work (E is sliced to S rows). Length policy: S > max_length raises a
     ValueError naming the limit (build the layer with a larger `max_length`; there is no silent
     truncation). With ``k=None`` there is no sequence projection (exact attention).
