@@ -194,6 +194,7 @@ def summary_table(results, folder):
     rows = [
         ("accuracy", f"{ev['accuracy']:.4f} on {ev['num_examples']} held-out examples"),
         ("macro F1", f"{ev['macro_f1']:.4f}"),
+        *[(k, f"{v:.4f}") for k, v in ev.get("task_metrics", {}).items()],
         ("train", f"{tr['num_examples']} examples x {tr['epochs_run']} epoch(s), "
                   f"{tr['train_seconds']:.0f} s, {tr['train_samples_per_s']:.1f} samples/s"),
         ("inference", f"{ev['inference']['latency_ms_per_sample']:.1f} ms/sample, "
@@ -219,9 +220,17 @@ def main(argv):
     config = build_config(settings)
     train, evaluation, validation = load_data(settings)
     folder = common.output_dir(settings["output_dir"], "train", config.name)
+    task_metrics = None
+    if settings["dataset"].startswith("glue/"):
+        import functools
+
+        from keras_effattn.training import glue_metrics
+
+        task_metrics = functools.partial(glue_metrics, settings["dataset"][5:])
     results = train_and_evaluate(
         config, model_builder(settings, train.num_classes), train, evaluation, folder,
         validation=validation, overwrite=settings["overwrite"], verbose=1,
+        task_metrics=task_metrics,
     )
     print(summary_table(results, folder))
     return 0

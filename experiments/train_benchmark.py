@@ -36,6 +36,8 @@ SIZES = {
                         "intermediate_dim": 3072, "sequence_length": 256},
     "minilm": {"num_layers": 6, "num_heads": 12, "hidden_dim": 384,
                "intermediate_dim": 1536, "sequence_length": 128},
+    "tiny": {"num_layers": 1, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
+             "sequence_length": 16},  # smoke tests only
 }
 VOCABULARY = 30522
 
@@ -47,6 +49,8 @@ def main(argv):
     unknown = sorted(set(settings["sizes"]) - set(SIZES))
     if unknown:
         raise ValueError(f"Unknown --sizes {unknown}; choose from {sorted(SIZES)}.")
+    if settings["steps"] < 1 or settings["repeats"] < 1:
+        raise ValueError("--steps and --repeats must be >= 1.")
     from keras_effattn.training import benchmark
     from keras_effattn.utils import io
     from keras_effattn.utils.metadata import run_metadata

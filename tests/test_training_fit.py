@@ -1,3 +1,4 @@
+import functools
 import json
 import pathlib
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from training_helpers import CrashAfter, TinyData, tiny_classifier
 
-from keras_effattn.training import TrainConfig, train_and_evaluate
+from keras_effattn.training import TrainConfig, glue_metrics, train_and_evaluate
 from keras_effattn.utils import io
 
 ARTEFACTS = {
@@ -154,8 +155,12 @@ def test_mixed_precision_remat_smoothing_llrd_freeze_validation(tmp_path):
 def test_mixed_float16_run(tmp_path):
     config = _config(epochs=1, precision="mixed_float16")
     results = train_and_evaluate(config, tiny_classifier, TinyData(16), TinyData(8, seed=1),
-                                 tmp_path / "run", verbose=0)
+                                 tmp_path / "run", verbose=0,
+                                 task_metrics=functools.partial(glue_metrics, "mrpc"))
     assert results["precision"] == "mixed_float16"
+    task = results["evaluation"]["task_metrics"]
+    assert set(task) == {"accuracy", "f1"}
+    assert task["accuracy"] == pytest.approx(results["evaluation"]["accuracy"])
     assert np.isfinite(results["training"]["final_train_loss"])
 
 
@@ -167,7 +172,7 @@ MIRRORED = textwrap.dedent(
     devices = split_cpu(2)
     sys.path.insert(0, sys.argv[2])
     from training_helpers import TinyData, tiny_classifier
-    from keras_effattn.training import TrainConfig, train_and_evaluate
+    from keras_effattn.training import TrainConfig, glue_metrics, train_and_evaluate
     config = TrainConfig(epochs=1, batch_size=8, learning_rate=3e-3, energy=False,
                          jit_compile=False, tensorboard=False, strategy="mirrored")
     results = train_and_evaluate(config, tiny_classifier, TinyData(32), TinyData(16, 1),

@@ -469,6 +469,7 @@ def train_and_evaluate(
     overwrite=False,
     verbose="auto",
     strategy=None,
+    task_metrics=None,
 ):
     """Trains a classifier, evaluates it, and writes a self-describing, resumable run folder.
 
@@ -485,6 +486,8 @@ def train_and_evaluate(
         overwrite: bool, default False. Delete an existing folder first.
         verbose: Keras `fit` verbosity ("auto", 0, 1, 2).
         strategy: a `tf.distribute.Strategy` or None to build one from ``config.strategy``.
+        task_metrics: optional callable ``(y_true, y_pred) -> dict`` of extra metrics stored as
+            ``evaluation["task_metrics"]``, e.g. ``functools.partial(glue_metrics, "cola")``.
 
     Returns:
         The results dict also written to ``metrics.json``.
@@ -538,7 +541,7 @@ def train_and_evaluate(
     try:
         results = _run(
             config, build_model, train_split, eval_split, val_split, folder, checkpoint_dir,
-            callbacks, verbose, strategy, fingerprint, wall_start,
+            callbacks, verbose, strategy, fingerprint, wall_start, task_metrics,
         )
     except BaseException as error:
         io.write_json(
@@ -556,7 +559,7 @@ def train_and_evaluate(
 
 
 def _run(config, build_model, train_split, eval_split, val_split, folder, checkpoint_dir,
-         callbacks, verbose, strategy, fingerprint, wall_start):
+         callbacks, verbose, strategy, fingerprint, wall_start, task_metrics=None):
     keras.utils.set_random_seed(config.seed)
     state = cb.ResumableCheckpoint.load_state(checkpoint_dir)
     steps_per_epoch = len(train_split) // config.batch_size
@@ -665,6 +668,9 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     evaluation = ev.evaluate_classifier(
         model, feature_stream(eval_split, config.eval_batch_size, to_inputs), eval_split.y,
         eval_split.class_names or None, preprocess=False)
+    if task_metrics is not None:
+        evaluation["task_metrics"] = task_metrics(
+            eval_split.y, np.asarray(evaluation["predictions"]))
     energy_result = energy.stop()
 
     rows = checkpoint.history
