@@ -31,15 +31,14 @@ KERAS_BATCH_SIZE = 16
 
 
 def onnx_session(path, threads=None):
-    """An onnxruntime CPU session with full graph optimisation."""
+    """An onnxruntime CPU session as the predictor makes it (`export.predict.session_options`)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from export.predict import session_options
+
+    return ort.InferenceSession(
+        str(path), session_options(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 def run_session(session, batch, batch_size=KERAS_BATCH_SIZE):
