@@ -26,6 +26,7 @@ def _config(**overrides):
     return TrainConfig(**settings)
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_all_artefacts(tmp_path):
     config = _config(tensorboard=True, energy=True, extra={"dataset": "tiny"})
     results = train_and_evaluate(config, tiny_classifier, TinyData(48), TinyData(32, seed=1),
@@ -152,6 +153,7 @@ def test_mixed_precision_remat_smoothing_llrd_freeze_validation(tmp_path):
     assert results["training"]["trainable_params"] < full.count_params()
 
 
+@pytest.mark.slow
 def test_mixed_float16_run(tmp_path):
     config = _config(epochs=1, precision="mixed_float16")
     results = train_and_evaluate(config, tiny_classifier, TinyData(16), TinyData(8, seed=1),
