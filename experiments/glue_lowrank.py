@@ -15,7 +15,8 @@ Part 2 trains a masked-LM head (and the encoder) per variant on WikiText-2 and r
 perplexity ``exp(mean masked-token cross-entropy)``. Offline, the shared copy has no WikiText-2
 train split, so training uses the **valid** split and evaluation the **test** split: these
 perplexities are not comparable with published numbers (`keras_effattn.data.wikitext`). The masks
-of the evaluation text are drawn once with a fixed seed and shared by every variant.
+of the evaluation text are drawn once with a fixed seed, cached in
+``wikitext/eval_masks.npz`` and shared by every variant (also across resumed runs).
 
 Quick (tiny from-scratch models, 256 examples per task, length 64, 1 epoch; WikiText on 256
 chunks; minutes on 2 CPU cores):
@@ -33,6 +34,7 @@ folders under ``runs/``.
 """
 
 import math
+import pathlib
 
 from absl import app, flags
 
@@ -174,7 +176,6 @@ def masked_lm_perplexity(model, batches):
 def run_perplexity(settings, data_dir, variants, source):
     """Part 2: masked-LM training per variant on WikiText valid, perplexity on test."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from keras_effattn.data.wikitext import OFFLINE_NOTE, OFFLINE_SPLITS, read_wikitext
@@ -192,6 +193,8 @@ def run_perplexity(settings, data_dir, variants, source):
         eval_chunks = eval_chunks[: settings["mlm_eval_chunks"]]
     batch = settings["batch_size"]
     eval_batches = None
+    out_dir = pathlib.Path(settings["output_dir"]) / "wikitext"
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": v} for i, v in enumerate(variants)]
 
     def run_one(row, run_dir):
@@ -205,11 +208,9 @@ def run_perplexity(settings, data_dir, variants, source):
                 "adamw", settings["mlm_learning_rate"], total_steps=steps,
                 weight_decay=settings["weight_decay"]), loss=model.loss,
                 jit_compile=settings["jit_compile"])
-        if eval_batches is None:  # masks drawn once, shared by every variant
-            tf.random.set_seed(settings["seed"] + 1)
-            texts = tf.data.Dataset.from_tensor_slices(eval_chunks).batch(batch)
-            eval_batches = [model.preprocessor(t) for t in texts]
-            eval_batches = [tuple(keras.tree.map_structure(np.asarray, b)) for b in eval_batches]
+        if eval_batches is None:
+            eval_batches = shared_eval_batches(model.preprocessor, eval_chunks, batch,
+                                               settings["seed"], out_dir / "eval_masks.npz")
         train_ds = tf.data.Dataset.from_tensor_slices(train_chunks).shuffle(
             len(train_chunks), seed=settings["seed"]).batch(batch, drop_remainder=True)
         meter = MemoryMeter().start()
@@ -223,8 +224,37 @@ def run_perplexity(settings, data_dir, variants, source):
                 "train_peak_rss_mb": memory["host_peak_rss_mb"],
                 "splits": "train=valid, eval=test (offline)", "note": OFFLINE_NOTE}
 
-    return sweep.run_sweep(rows, run_one, settings["output_dir"] + "/wikitext",
-                           columns=["run_id", "variant", "perplexity"])
+    return sweep.run_sweep(rows, run_one, out_dir, columns=["run_id", "variant", "perplexity"])
+
+
+def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache):
+    """The masked evaluation batches ``(x, mask_ids, mask_weights)``, drawn once and cached.
+
+    KerasHub draws masks with TensorFlow's random ops, whose values depend on the process's op
+    history; caching them in `cache` (``.npz``) makes every variant, in this process or a resumed
+    one, score exactly the same masked tokens.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_effattn.utils import io
+
+    if cache.is_file():
+        with np.load(cache) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    else:
+        tf.random.set_seed(seed + 1)
+        parts = [preprocessor(t) for t in tf.data.Dataset.from_tensor_slices(chunks).batch(256)]
+        arrays = {key: np.concatenate([np.asarray(p[0][key]) for p in parts])
+                  for key in ("token_ids", "padding_mask", "mask_positions")}
+        arrays["mask_ids"] = np.concatenate([np.asarray(p[1]) for p in parts])
+        arrays["mask_weights"] = np.concatenate([np.asarray(p[2]) for p in parts])
+        with io.atomic_path(cache, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+    keys = ("token_ids", "padding_mask", "mask_positions")
+    return [({k: arrays[k][i:i + batch_size] for k in keys},
+             arrays["mask_ids"][i:i + batch_size], arrays["mask_weights"][i:i + batch_size])
+            for i in range(0, len(arrays["mask_ids"]), batch_size)]
 
 
 def report(glue_rows, ppl_rows, variants, out_dir):

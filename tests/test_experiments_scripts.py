@@ -23,7 +23,7 @@ TINY_IMDB = ["--backbone=tiny", "--epochs=1", "--batch_size=8", "--max_length=32
              "--train_per_class=16", "--test_per_class=8"]
 
 
-def run_script(name, *args, timeout=240):
+def run_script(name, *args, timeout=1200):  # a hang guard only, not a time check
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     proc = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", *args], cwd=REPO_ROOT, env=env,
@@ -81,12 +81,12 @@ def test_seq_scaling_quick(tmp_path):
 def test_glue_lowrank_quick(tmp_path, data_dir):
     out = tmp_path / "glue"
     run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
-               "--tasks=MRPC", "--variants=keras;lowrank(k=none,qkv_rank=4)", "--train_examples=32",
+               "--tasks=CoLA", "--variants=keras;lowrank(k=none,qkv_rank=4)", "--train_examples=32",
                "--dev_examples=16", "--batch_size=8", "--max_length=32", "--mlm_max_words=16",
                "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
     rows = _rows(out)
-    assert [(r["task"], r["glue_metric"]) for r in rows] == [("MRPC", "f1"), ("MRPC", "f1")]
-    assert all(0.0 <= float(r["glue_accuracy"]) <= 1.0 for r in rows)
+    assert [(r["task"], r["glue_metric"]) for r in rows] == [("CoLA", "matthews_corrcoef")] * 2
+    assert all(-1.0 <= float(r["glue_score"]) <= 1.0 for r in rows)
     ppl = io.read_csv(out / "perplexity.csv")
     assert [r["variant"] for r in ppl] == ["keras", "lowrank(k=none,qkv_rank=4)"]
     assert all(1.0 < float(r["perplexity"]) < 1e6 for r in ppl)
@@ -101,7 +101,7 @@ def test_glue_lowrank_refuses_regression_tasks(tmp_path, data_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.glue_lowrank", "--quick", f"--data_dir={data_dir}",
          f"--output_dir={tmp_path}", "--tasks=STS-B"],
-        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode != 0
     assert "regression task" in proc.stderr
@@ -176,7 +176,7 @@ def test_aggregate_names_a_missing_folder(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.aggregate", f"--results_dir={tmp_path / 'none'}"],
-        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode != 0 and "results_dir" in proc.stderr
 
