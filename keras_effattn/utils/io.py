@@ -50,6 +50,8 @@ def atomic_path(path, suffix=None):
     tmp = pathlib.Path(tmp)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if tmp.exists():
