@@ -44,6 +44,7 @@ flags.DEFINE_integer("threads", 2, "Threads for TensorFlow and onnxruntime (2-co
 flags.DEFINE_integer("agreement_per_class", 500, "IMDB test reviews per class for agreement.")
 flags.DEFINE_integer("verify_per_class", 64, "IMDB test reviews per class for export checks.")
 flags.DEFINE_integer("seed", 0, "IMDB sample seed.")
+flags.DEFINE_bool("reuse_exports", False, "Reuse verified exports already in --export_dir.")
 flags.mark_flags_as_required(["model"])
 FLAGS = flags.FLAGS
 
@@ -100,6 +101,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from keras_effattn.data import read_imdb
+    from keras_effattn.utils.io import read_json
     from keras_effattn.utils.io import write_json
     from keras_effattn.utils.io import write_text
     from keras_effattn.utils.metadata import package_versions
@@ -111,6 +113,10 @@ def main(argv):
     exports, reports = {}, {}
     for precision in ("fp32", "int8"):
         folder = export_root / precision
+        if FLAGS.reuse_exports and (folder / to_onnx.REPORT_FILE).is_file():
+            reports[precision] = read_json(folder / to_onnx.REPORT_FILE)
+            exports[precision] = folder
+            continue
         reports[precision] = to_onnx.export_onnx(
             model, folder, list(check.texts), labels=check.labels, label_names=["neg", "pos"],
             quantize=None if precision == "fp32" else precision, min_agreement=0.95,
