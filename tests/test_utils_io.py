@@ -13,6 +13,7 @@ def test_write_json_roundtrip_numpy_and_nonfinite(tmp_path):
     io.write_json(path, {"a": np.float32(0.5), "b": np.arange(3), "c": math.nan, "d": (1, 2)})
     assert io.read_json(path) == {"a": 0.5, "b": [0, 1, 2], "c": None, "d": [1, 2]}
     json.loads(path.read_text())  # strict JSON (no NaN literal)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
 
 
 def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
