@@ -138,7 +138,8 @@ def with_ratios(rows):
 def markdown_table(rows, peak):
     """The results as a Markdown table."""
     lines = [
-        f"float32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s",
+        f"float32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (best of the "
+        "measurements taken beside each row; each row's fraction uses its own)",
         "",
         "| size | variant | XLA | same maths | samples/s | × stock | GFLOP/s | % of peak | "
         "peak RSS (MB) |",
