@@ -9,7 +9,7 @@ model file sizes, and label agreement with Keras (and accuracy) on IMDB test rev
 
 Examples:
     python -m export.benchmark --model results/train/model.keras --agreement_per_class 50 \
-        --repeats 5 --output_dir /tmp/bench                      # quick
+        --repeats 5 --output_dir runs/export_benchmark_quick  # quick
     python -m export.benchmark --model results/train/model.keras  # full: 1,000 reviews
 """
 
