@@ -113,17 +113,49 @@ def test_dropout_overrides():
     assert swap.attention_layers(model.backbone)[0]._dropout == 0.0
 
 
+@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"regression": True}],
+                         ids=["num-classes-1", "regression-flag"])
+def test_regressor_has_one_linear_output_and_trains_on_mse(kwargs, tmp_path):
+    model = keras_effattn.build_classifier(TINY, max_length=16, hidden_dim=0, **kwargs)
+    assert model.num_classes == 1 and model.is_regressor
+    assert isinstance(model.loss, keras.losses.MeanSquaredError)
+    pairs = (np.array(TEXTS), np.array(TEXTS[::-1]))
+    x = model.preprocessor(pairs, y=None)  # text pairs, as for STS-B
+    x = {"token_ids": np.asarray(x["token_ids"]), "padding_mask": np.asarray(x["padding_mask"])}
+    scores = np.asarray(model(x))
+    assert scores.shape == (4, 1)
+    # A linear score: the pooled vector times the kernel plus the bias, no activation.
+    sequence = np.asarray(model.backbone(x))
+    mask = x["padding_mask"][..., None].astype("float32")
+    pooled = (sequence * mask).sum(axis=1) / mask.sum(axis=1)
+    kernel, bias = (np.asarray(w) for w in model.output_dense.weights)
+    np.testing.assert_allclose(scores, pooled @ kernel + bias, atol=1e-5)
+    y = np.array([4.5, 0.5, 3.0, 1.0], "float32")
+    data = tf.data.Dataset.from_tensor_slices((pairs, y)).batch(4)  # raw pairs, KerasHub's fit
+    history = model.fit(data, epochs=1, verbose=0)
+    assert set(history.history) >= {"loss", "mae", "rmse"}
+    mse = float(np.mean((np.asarray(model(x))[:, 0] - y) ** 2))
+    assert model.evaluate(data, verbose=0, return_dict=True)["loss"] == pytest.approx(mse, rel=1e-4)
+    model.save(tmp_path / "reg.keras")
+    loaded = keras.saving.load_model(tmp_path / "reg.keras")
+    assert loaded.num_classes == 1
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"max_length": 64}, r"max_length must be an int in \[2, 48\]"),
         ({"pooling": "max"}, "pooling must be one of"),
-        ({"num_classes": 1}, "num_classes must be an int >= 2"),
+        ({"num_classes": 0}, "num_classes must be an int >= 1"),
+        ({"num_classes": 1, "activation": "sigmoid"}, "regressor whose output is a linear"),
+        ({"num_classes": 3, "regression": True}, "regression=True builds a one-output"),
         ({"freeze_layers": 3}, r"freeze_layers must be an int in \[0, 2\]"),
         ({"dropout": -0.1}, "dropout must be a float"),
         ({"attention": "softmax"}, "Unknown attention kind"),
     ],
-    ids=["too-long", "pooling", "classes", "freeze", "dropout", "kind"],
+    ids=["too-long", "pooling", "classes", "regressor-activation", "regression-classes", "freeze",
+         "dropout", "kind"],
 )
 def test_bad_arguments(kwargs, match):
     args = {"max_length": 16, **kwargs}

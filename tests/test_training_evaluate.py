@@ -89,3 +89,54 @@ def test_evaluate_classifier_on_a_keras_model():
     assert result["inference"]["num_examples"] == 3
     assert result["inference"]["latency_ms_per_sample"] > 0
     assert result["loss"] == pytest.approx(evaluate.log_softmax_cross_entropy(x, [0, 1, 1]))
+
+
+def test_regression_metrics_by_hand():
+    y_true = np.array([1.0, 2.0, 3.0, 4.0])
+    y_pred = np.array([1.5, 1.5, 3.5, 5.0])  # ranks 1.5, 1.5, 3, 4
+    m = evaluate.regression_metrics(y_true, y_pred)
+    errors = y_pred - y_true  # 0.5, -0.5, 0.5, 1.0
+    assert m["mse"] == pytest.approx(np.mean(errors**2))
+    assert m["rmse"] == pytest.approx(np.sqrt(1.75 / 4))
+    assert m["mae"] == pytest.approx(0.625)
+    centred_t, centred_p = y_true - 2.5, y_pred - 2.875
+    pearson = (centred_t @ centred_p) / np.sqrt((centred_t @ centred_t) * (centred_p @ centred_p))
+    assert m["pearson"] == pytest.approx(pearson)
+    ranks_t, ranks_p = np.array([1, 2, 3, 4.0]) - 2.5, np.array([1.5, 1.5, 3, 4]) - 2.5
+    spearman = (ranks_t @ ranks_p) / np.sqrt((ranks_t @ ranks_t) * (ranks_p @ ranks_p))
+    assert m["spearman"] == pytest.approx(spearman)
+    assert evaluate.regression_metrics(y_true, np.full(4, 2.0))["pearson"] == 0.0  # undefined
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.regression_metrics(y_true, y_pred[:3])
+
+
+def test_evaluate_regressor_on_a_keras_model():
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([np.array([[1.0], [2.0]], "float32")])
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], "float32")
+    result = evaluate.evaluate_regressor(model, tf.data.Dataset.from_tensor_slices(x).batch(2),
+                                         [1.0, 2.5, 2.0])
+    assert result["predictions"] == pytest.approx([1.0, 2.0, 3.0])
+    assert result["loss"] == pytest.approx((0.25 + 1.0) / 3)
+    assert result["labels"] == [1.0, 2.5, 2.0]
+    assert result["inference"]["num_examples"] == 3
+
+
+def test_text_pairs_reach_the_preprocessor_as_two_segments():
+    import keras_hub
+    import tensorflow as tf
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film"]
+    preprocessor = keras_hub.models.DistilBertTextClassifierPreprocessor(
+        keras_hub.models.DistilBertTokenizer(vocabulary=vocab), sequence_length=8)
+    pairs = (tf.constant(["good film", "bad"]), tf.constant(["bad film", "good"]))
+    x = evaluate.apply_preprocessor(preprocessor, pairs)
+    assert np.asarray(x["token_ids"]).tolist() == [[2, 5, 7, 3, 6, 7, 3, 0],
+                                                   [2, 6, 3, 5, 3, 0, 0, 0]]
+    # The same packing inside a tf.data map over (texts_a, texts_b) elements.
+    mapped = evaluate._preprocessed(tf.data.Dataset.from_tensor_slices(pairs).batch(2),
+                                    preprocessor)
+    np.testing.assert_array_equal(next(iter(mapped))["token_ids"], x["token_ids"])

@@ -8,7 +8,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from training_helpers import CrashAfter, TinyData, tiny_classifier
+from training_helpers import CrashAfter, TinyData, pair_data, tiny_classifier, tiny_regressor
 
 from keras_effattn.training import TrainConfig, glue_metrics, train_and_evaluate
 from keras_effattn.utils import io
@@ -127,6 +127,77 @@ def test_bad_input_is_a_clear_error_and_nothing_finished(tmp_path, config, train
         train_and_evaluate(config, tiny_classifier, train, evaluation, tmp_path / "run")
     assert not (tmp_path / "run" / "DONE").exists()
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def _model_outputs(model, texts_a, texts_b):
+    """The loaded model's outputs on text pairs, preprocessed by hand (not by the engine)."""
+    x = model.preprocessor((np.array(texts_a), np.array(texts_b)), y=None)
+    return np.asarray(model({"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}))
+
+
+@pytest.mark.slow
+def test_text_pairs_train_and_evaluate_through_the_preprocessor(tmp_path):
+    train, dev = pair_data(96), pair_data(16, seed=1)
+    build = functools.partial(tiny_classifier, sequence_length=16)  # pairs fit untruncated
+    results = train_and_evaluate(_config(epochs=4), build, train, dev, tmp_path / "run",
+                                 verbose=0, task_metrics=functools.partial(glue_metrics, "mrpc"))
+    ev = results["evaluation"]
+    assert results["task"] == "classification"
+    assert ev["num_examples"] == 16 and set(ev["task_metrics"]) == {"accuracy", "f1"}
+    # Both segments reach the model: [CLS] a [SEP] b [SEP], and the engine's predictions are the
+    # saved model's predictions on the packed pairs.
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    token_ids = np.asarray(loaded.preprocessor((np.array(dev.texts), np.array(dev.text_pairs)),
+                                               y=None)["token_ids"])
+    assert ((token_ids == 3).sum(axis=1) == 2).all()  # two [SEP]
+    logits = _model_outputs(loaded, dev.texts, dev.text_pairs)
+    assert logits.argmax(-1).tolist() == ev["predictions"]
+    rows = io.read_csv(tmp_path / "run" / "epochs.csv")
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+@pytest.mark.slow
+def test_regression_trains_with_mse_and_reports_correlations(tmp_path):
+    train, dev = pair_data(64, regression=True), pair_data(24, seed=1, regression=True)
+    results = train_and_evaluate(
+        _config(epochs=4, learning_rate=5e-3), tiny_regressor, train, dev, tmp_path / "run",
+        verbose=0, validation=dev, task_metrics=functools.partial(glue_metrics, "stsb"))
+    folder = tmp_path / "run"
+    ev = results["evaluation"]
+    assert results["task"] == "regression"
+    assert {"pearson", "spearman", "mse", "rmse", "mae"} <= set(ev)
+    assert "confusion_matrix" not in ev and not (folder / "confusion_matrix.png").exists()
+    assert (folder / "predictions.png").read_bytes()[:4] == b"\x89PNG"
+    assert ev["loss"] == pytest.approx(ev["mse"])
+    assert ev["task_metrics"]["pearson"] == pytest.approx(ev["pearson"])
+    assert ev["labels"] == pytest.approx(dev.labels.tolist())
+    rows = io.read_csv(folder / "epochs.csv")
+    assert rows[0]["mae"] != "" and rows[0]["val_loss"] != ""
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert "Pearson / Spearman" in (folder / "report.md").read_text()
+    loaded = keras.saving.load_model(folder / "model.keras")
+    scores = _model_outputs(loaded, dev.texts, dev.text_pairs)
+    assert scores.shape == (24, 1)
+    np.testing.assert_allclose(scores[:, 0], ev["predictions"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "build, train, evaluation, config, match",
+    [
+        (tiny_classifier, pair_data(16, regression=True), pair_data(8, 1, regression=True),
+         _config(), "regression task.*num_classes=1"),
+        (tiny_regressor, TinyData(16), TinyData(8), _config(), "one output"),
+        (tiny_regressor, pair_data(16, regression=True), pair_data(8, 1), _config(),
+         "mix classification and regression"),
+        (tiny_regressor, pair_data(16, regression=True), pair_data(8, 1, regression=True),
+         _config(label_smoothing=0.1), "label_smoothing"),
+    ],
+    ids=["scores-for-classifier", "classes-for-regressor", "mixed-splits", "smoothing"],
+)
+def test_task_mismatch_is_a_clear_error(tmp_path, build, train, evaluation, config, match):
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(config, build, train, evaluation, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run" / "DONE").exists()
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"label_smoothing": 1.0}, {"jit_compile": "x"}],

@@ -29,6 +29,22 @@ def tiny_classifier(num_classes=2, sequence_length=12, dropout=0.0, num_layers=2
     )
 
 
+def tiny_regressor(sequence_length=16, dropout=0.0):
+    """A tiny `EffAttnTextClassifier` with one linear output (num_classes=1), on raw strings."""
+    from keras_effattn.models.classifier import EffAttnTextClassifier
+
+    tokenizer = keras_hub.models.DistilBertTokenizer(vocabulary=VOCAB, lowercase=True)
+    preprocessor = keras_hub.models.DistilBertTextClassifierPreprocessor(
+        tokenizer, sequence_length=sequence_length
+    )
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=sequence_length, dropout=dropout,
+    )
+    return EffAttnTextClassifier(backbone, num_classes=1, preprocessor=preprocessor,
+                                 dropout=dropout)
+
+
 def sentiment_texts(n, seed=0):
     """Synthetic reviews whose label is decided by the polar word they contain."""
     rng = np.random.RandomState(seed)
@@ -64,3 +80,18 @@ class CrashAfter(keras.callbacks.Callback):
         self.seen += 1
         if self.seen >= self.steps:
             raise KeyboardInterrupt(f"simulated crash after {self.seen} steps")
+
+
+def pair_data(n, seed=0, regression=False):
+    """A duck-typed text-pair dataset whose label is decided by the SECOND segment's polar word:
+    a class id, or (regression) a score in [0, 5] (4.5 positive, 0.5 negative, plus noise)."""
+    from keras_effattn.data import TextDataset
+
+    first, _ = sentiment_texts(n, seed + 1000)
+    second, labels = sentiment_texts(n, seed)
+    if regression:
+        noise = np.random.RandomState(seed).uniform(-0.4, 0.4, n)
+        scores = (0.5 + 4.0 * labels + noise).astype(np.float32)
+        return TextDataset(first, scores, text_pairs=second, name=f"pairs-reg-{seed}")
+    return TextDataset(first, labels, class_names=("neg", "pos"), text_pairs=second,
+                       name=f"pairs-{seed}")

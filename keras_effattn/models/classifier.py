@@ -3,7 +3,8 @@
 `EffAttnTextClassifier` is a `keras_hub.models.TextClassifier`: `fit`, `evaluate` and `predict`
 take raw strings (the preprocessor runs inside the `tf.data` pipeline), while calling the model
 itself on ``{"token_ids": int32[B, T], "padding_mask": [B, T]}`` returns logits
-``[B, num_classes]`` (the form ONNX export traces). The head pools the encoder output with the
+``[B, num_classes]`` (the form ONNX export traces); with ``num_classes=1`` it is a regressor
+giving one linear score ``[B, 1]`` (STS-B similarity). The head pools the encoder output with the
 [CLS] vector or a masked mean over real tokens (all-MiniLM-L6-v2 was trained with mean pooling),
 then applies an optional ReLU dense layer, dropout and the logits layer.
 """
@@ -54,7 +55,8 @@ class EffAttnTextClassifier(keras_hub.models.TextClassifier):
     Args:
         backbone: a KerasHub encoder backbone taking ``token_ids`` and ``padding_mask``
             (any attention spec), e.g. from `keras_effattn.load_backbone`.
-        num_classes: int >= 2. Number of classes.
+        num_classes: int >= 1. Number of classes; 1 makes a regressor with a single linear
+            output (trained with mean squared error by the default `compile`).
         preprocessor: a KerasHub text classifier preprocessor, or None to feed token ids.
         pooling: ``"mean"`` (masked mean over real tokens, default) or ``"cls"``.
         hidden_dim: int or None. Width of the ReLU dense layer before the logits; None uses the
@@ -89,8 +91,16 @@ class EffAttnTextClassifier(keras_hub.models.TextClassifier):
         freeze_token_embedding=False,
         **kwargs,
     ):
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(
+                f"num_classes must be an int >= 1 (1: a regressor with one linear output, "
+                f">= 2: a classifier), got {num_classes!r}."
+            )
+        if num_classes == 1 and keras.activations.get(activation) is not keras.activations.linear:
+            raise ValueError(
+                f"num_classes=1 builds a regressor whose output is a linear score; got "
+                f"activation={activation!r}. Leave activation=None."
+            )
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
@@ -171,6 +181,22 @@ class EffAttnTextClassifier(keras_hub.models.TextClassifier):
         self.freeze_layers = freeze_layers
         self.freeze_token_embedding = freeze_token_embedding
 
+    @property
+    def is_regressor(self):
+        """True for a one-output model (``num_classes=1``): a linear score, not logits."""
+        return self.output_dense.units == 1
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """`keras_hub.models.TextClassifier.compile`; for a regressor (``num_classes=1``) the
+        ``"auto"`` loss is mean squared error and the ``"auto"`` metrics MAE and RMSE."""
+        if self.is_regressor:
+            if loss == "auto":
+                loss = keras.losses.MeanSquaredError()
+            if metrics == "auto":
+                metrics = [keras.metrics.MeanAbsoluteError(name="mae"),
+                           keras.metrics.RootMeanSquaredError(name="rmse")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -225,14 +251,15 @@ def build_classifier(
     freeze_token_embedding=False,
     tokenizer=None,
     activation=None,
+    regression=False,
 ):
-    """Builds a text classifier from raw strings to logits on any backbone and attention.
+    """Builds a text classifier (raw strings to logits), or a regressor, on any backbone.
 
     Args:
         source: a backbone source for `keras_effattn.load_backbone` (default ``"minilm-l6"``,
             the offline pretrained all-MiniLM-L6-v2), or a KerasHub backbone.
         attention: an attention spec, or None to keep the source's attention.
-        num_classes: int, default 2.
+        num_classes: int, default 2. 1 builds a regressor (one linear output).
         max_length: int, default 256. Token sequence length of the preprocessor (texts are
             truncated); at most the backbone's max_sequence_length (ValueError otherwise).
         dropout: float, default 0.1. Dropout before the logits layer.
@@ -246,10 +273,14 @@ def build_classifier(
         tokenizer: optional KerasHub tokenizer; default: the source's WordPiece vocabulary
             (`keras_effattn.models.backbones.tokenizer_for`).
         activation: optional output activation (None: logits).
+        regression: bool, default False. True builds a regressor: one linear output (the same
+            as ``num_classes=1``; any other num_classes is a ValueError).
 
     Returns:
         A compiled `EffAttnTextClassifier` (Adam 5e-5, sparse categorical cross-entropy from
-        logits, accuracy); `.preprocessor` is a `DistilBertTextClassifierPreprocessor`.
+        logits, accuracy; a regressor: mean squared error, MAE, RMSE); `.preprocessor` is a
+        `DistilBertTextClassifierPreprocessor`, which takes single texts or a tuple
+        ``(texts_a, texts_b)`` of text pairs.
 
     Example:
     ```python
@@ -257,6 +288,13 @@ def build_classifier(
     model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(8), epochs=1)
     ```
     """
+    if regression:
+        if num_classes not in (1, 2):  # 2 is the default, overridden by regression=True
+            raise ValueError(
+                f"regression=True builds a one-output regressor, but num_classes={num_classes!r} "
+                "was given; drop num_classes or pass num_classes=1."
+            )
+        num_classes = 1
     backbone = task_backbone(source, attention, options, backbone_dropout)
     check_max_length(max_length, backbone)
     if tokenizer is None:

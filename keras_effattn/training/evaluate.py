@@ -1,8 +1,10 @@
 """Evaluation: classification metrics, GLUE metrics, perplexity, and inference cost.
 
 The metric functions take NumPy arrays and need neither TensorFlow nor scikit-learn; each is
-checked in the tests against a hand-computed case. `evaluate_classifier` runs a Keras model over
-a `tf.data` pipeline and adds loss, latency per sample, throughput and the inference peak memory.
+checked in the tests against a hand-computed case. `evaluate_classifier` (class logits) and
+`evaluate_regressor` (one score per example, e.g. STS-B) run a Keras model over a `tf.data`
+pipeline and add loss, latency per sample, throughput and the inference peak memory.
+`apply_preprocessor` is the one way raw texts, or text pairs, go through a KerasHub preprocessor.
 
 Example:
 
@@ -144,8 +146,6 @@ def glue_metrics(task, y_true, y_pred):
     Returns:
         dict from metric name to value.
     """
-    from scipy import stats
-
     key = task.lower().replace("-", "").replace("_", "")
     if key not in GLUE_TASK_METRICS:
         raise ValueError(f"Unknown GLUE task {task!r}; expected one of {sorted(GLUE_TASK_METRICS)}.")
@@ -158,11 +158,48 @@ def glue_metrics(task, y_true, y_pred):
             out[metric] = binary_f1(y_true, y_pred)
         elif metric == "matthews_corrcoef":
             out[metric] = matthews_corrcoef(y_true, y_pred)
-        elif metric == "pearson":
-            out[metric] = float(stats.pearsonr(y_true, y_pred)[0])
         else:
-            out[metric] = float(stats.spearmanr(y_true, y_pred)[0])
+            out[metric] = regression_metrics(y_true, y_pred)[metric]
     return out
+
+
+def regression_metrics(y_true, y_pred):
+    """Pearson and Spearman correlation, MSE, RMSE and MAE of predicted scores.
+
+    Correlations are 0 when undefined (constant labels or predictions), as for
+    `matthews_corrcoef`.
+
+    Args:
+        y_true: 1-D float array of true scores.
+        y_pred: 1-D float array of predicted scores (or [N, 1]).
+
+    Returns:
+        dict: ``pearson``, ``spearman``, ``mse``, ``rmse``, ``mae``, ``num_examples``.
+    """
+    from scipy import stats
+
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_pred.ndim == 2 and y_pred.shape[1] == 1:
+        y_pred = y_pred[:, 0]
+    if y_true.ndim != 1 or y_pred.shape != y_true.shape:
+        raise ValueError(
+            f"regression_metrics needs 1-D y_true and y_pred of the same length, got shapes "
+            f"{y_true.shape} and {y_pred.shape}."
+        )
+    if y_true.size < 2:
+        raise ValueError("regression_metrics needs at least two examples (correlations).")
+    constant = np.ptp(y_true) == 0 or np.ptp(y_pred) == 0
+    error = y_pred - y_true
+    mse = float(np.mean(error**2))
+    return {
+        "num_examples": int(y_true.size),
+        "pearson": 0.0 if constant else float(stats.pearsonr(y_true, y_pred)[0]),
+        "spearman": 0.0 if constant else float(stats.spearmanr(y_true, y_pred)[0]),
+        "mse": mse,
+        "rmse": math.sqrt(mse),
+        "mae": float(np.mean(np.abs(error))),
+    }
 
 
 def perplexity(mean_cross_entropy):
@@ -178,6 +215,22 @@ def log_softmax_cross_entropy(logits, labels):
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return float(-np.mean(log_probs[np.arange(len(labels)), np.asarray(labels, np.int64)]))
+
+
+def apply_preprocessor(preprocessor, x):
+    """Runs a KerasHub preprocessor on a batch of raw features `x`, without labels.
+
+    `x` is a string tensor (single texts) or a tuple ``(texts_a, texts_b)`` (text pairs, packed
+    as ``[CLS] a [SEP] b [SEP]``). ``y=None`` is passed explicitly: called on a bare 2-tuple, a
+    KerasHub preprocessor unpacks it as ``(x, y)`` and would drop the second segment.
+    """
+    return preprocessor(x, y=None)
+
+
+def _preprocessed(features, preprocessor):
+    """`features` (a dataset of texts or of ``(texts_a, texts_b)``) mapped through the
+    preprocessor; tf.data hands a tuple element to ``map`` as separate arguments."""
+    return features.map(lambda *x: apply_preprocessor(preprocessor, x[0] if len(x) == 1 else x))
 
 
 def predict_timed(model, inputs, warmup_batches=1):
@@ -234,7 +287,7 @@ def evaluate_classifier(model, features, labels, class_names=None, warmup_batche
     labels = np.asarray(labels)
     preprocessor = getattr(model, "preprocessor", None)
     if preprocess and preprocessor is not None:
-        features = features.map(preprocessor)
+        features = _preprocessed(features, preprocessor)
     logits, stats = predict_timed(model, features, warmup_batches)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
@@ -248,4 +301,41 @@ def evaluate_classifier(model, features, labels, class_names=None, warmup_batche
     metrics["loss"] = log_softmax_cross_entropy(logits, labels)
     metrics["inference"] = stats
     metrics["predictions"] = predictions.tolist()
+    return metrics
+
+
+def evaluate_regressor(model, features, labels, warmup_batches=1, preprocess=True):
+    """Evaluates a regressor that outputs one score per example (e.g. STS-B similarity).
+
+    Args:
+        model: a Keras model giving [N, 1] (or [N]) scores.
+        features: a batched `tf.data.Dataset` of inputs (no labels), in label order, as for
+            `evaluate_classifier`.
+        labels: 1-D float array of the true scores, same order.
+        warmup_batches: int, default 1. Batches run before timing.
+        preprocess: bool, default True. Map ``model.preprocessor`` over `features` first.
+
+    Returns:
+        dict: `regression_metrics` plus ``loss`` (the mean squared error), ``inference``
+        (latency, throughput, peak memory), ``predictions`` (the scores) and ``labels`` (the
+        true scores, so plots can be re-drawn from the saved metrics).
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocess and preprocessor is not None:
+        features = _preprocessed(features, preprocessor)
+    outputs, stats = predict_timed(model, features, warmup_batches)
+    scores = np.asarray(outputs, dtype=np.float64)
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if scores.shape != labels.shape:
+        raise ValueError(
+            f"The model gave outputs of shape {np.shape(outputs)} for {labels.shape[0]} labels; "
+            "a regressor must give one score per example ([num_examples, 1]), in label order."
+        )
+    metrics = regression_metrics(labels, scores)
+    metrics["loss"] = metrics["mse"]
+    metrics["inference"] = stats
+    metrics["predictions"] = scores.tolist()
+    metrics["labels"] = labels.tolist()
     return metrics

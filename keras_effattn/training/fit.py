@@ -19,9 +19,16 @@ Scripts (`experiments/train.py`), notebooks and tests all call this function. It
    ``report.md``, ``model.keras``, ``tensorboard/``, and ``DONE`` last. ``status.json`` says
    "running", "failed" (with the error) or "finished"; only a folder with ``DONE`` is finished.
 
-The data are anything with ``.texts``/``.labels`` (a `keras_effattn.data.TextDataset`) or a tuple
-``(x, y)`` of arrays (``x`` may be a dict of arrays); KerasHub task models apply their own
-``preprocessor`` to raw strings inside `fit`/`predict`.
+Classification or regression is decided by the data: float labels without class names (a
+regression `TextDataset` such as STS-B, or a float ``y``) make a regression run, which needs a
+model with one output (``build_classifier(num_classes=1)``), trains on mean squared error and
+evaluates Pearson/Spearman correlation, MSE, RMSE and MAE (``predictions.png``, a scatter of
+predicted against true scores, replaces the confusion matrix).
+
+The data are anything with ``.texts``/``.labels`` (a `keras_effattn.data.TextDataset`, single
+texts or text pairs) or a tuple ``(x, y)`` of arrays (``x`` may be a dict of arrays, or a tuple
+``(texts_a, texts_b)`` of pairs). A KerasHub task model's ``preprocessor`` is applied inside the
+tf.data pipeline (`model_inputs_fn`), to single texts and to pairs alike.
 
 Example:
 
@@ -180,6 +187,11 @@ class _Split:
     def __len__(self):
         return len(self.y)
 
+    @property
+    def is_regression(self):
+        """Float labels and no class names: scores to regress (e.g. STS-B)."""
+        return not self.class_names and self.y.dtype.kind == "f"
+
 
 def _as_split(data, name):
     if data is None:
@@ -193,7 +205,8 @@ def _as_split(data, name):
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
         y = np.asarray(y)
-        lengths = {len(v) for v in (x.values() if isinstance(x, dict) else [x])}
+        parts = x.values() if isinstance(x, dict) else (x if isinstance(x, tuple) else [x])
+        lengths = {len(v) for v in parts}
         if lengths != {len(y)}:
             raise ValueError(
                 f"{name}: inputs have {sorted(lengths)} rows for {len(y)} labels; give one "
@@ -238,6 +251,32 @@ def _num_outputs(model):
     return None
 
 
+def _check_task(splits, num_outputs):
+    """Raises ValueError unless the splits agree on the task and the model's outputs fit it."""
+    kinds = {split.name: split.is_regression for split in splits if split is not None}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(
+            "The data mix classification and regression labels: "
+            + ", ".join(f"{name}: {'float scores' if r else 'class ids'}"
+                        for name, r in kinds.items())
+            + ". Give every split the same kind of labels (int class ids or float scores)."
+        )
+    regression = next(iter(kinds.values()))
+    if regression and num_outputs != 1:
+        raise ValueError(
+            f"The labels are float scores without class names (a regression task), but the model "
+            f"has {num_outputs} outputs. Build a one-output regressor "
+            "(build_classifier(..., num_classes=1)), or, for classification, give int class ids."
+        )
+    if not regression and num_outputs == 1:
+        raise ValueError(
+            "The model has one output (a regressor), but the labels are class ids. Build the "
+            "model with num_classes >= 2 for classification, or give float scores (a "
+            "TextDataset with class_names=()) for regression."
+        )
+    return regression
+
+
 def _check_labels(split, num_classes):
     y = split.y
     if y.dtype.kind == "f" and np.any(y != np.round(y)):
@@ -275,6 +314,15 @@ def _gather(constants, index):
     return tf.gather(constants, index)
 
 
+def _labels_constant(split):
+    """Labels as a tensor: int32 class ids, or float32 scores shaped [N, 1] like the output."""
+    import tensorflow as tf
+
+    if split.is_regression:
+        return tf.constant(split.y.astype(np.float32)[:, None])
+    return tf.constant(split.y.astype(np.int32))
+
+
 def epoch_order(num_examples, batch_size, seed, epoch):
     """The example indices epoch `epoch` trains on, in order (full batches only)."""
     permutation = np.random.RandomState((seed * 100_003 + epoch) % 2**32).permutation(num_examples)
@@ -284,7 +332,9 @@ def epoch_order(num_examples, batch_size, seed, epoch):
 def model_inputs_fn(model):
     """The function that turns a batch of raw inputs into `model`'s inputs inside tf.data.
 
-    A KerasHub task's ``preprocessor`` is applied here (not inside `fit`/`predict`), and boolean
+    A KerasHub task's ``preprocessor`` is applied here (not inside `fit`/`predict`) by
+    `keras_effattn.training.evaluate.apply_preprocessor`, to a string tensor or to a tuple
+    ``(texts_a, texts_b)`` of text pairs (packed into one sequence), and boolean
     tensors (padding masks) become int32: under a `tf.distribute` strategy Keras averages the
     first batch across replicas to build the model, which fails for booleans.
     """
@@ -294,7 +344,7 @@ def model_inputs_fn(model):
 
     def to_inputs(x):
         if preprocessor is not None:
-            x = preprocessor(x)
+            x = ev.apply_preprocessor(preprocessor, x)
         return tf.nest.map_structure(
             lambda t: tf.cast(t, tf.int32) if t.dtype == tf.bool else t, x)
 
@@ -314,7 +364,7 @@ def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_h
     orders = [epoch_order(len(split), batch_size, seed, e) for e in range(first_epoch, epochs)]
     indices = np.concatenate(orders)[(start_step - first_epoch * steps_per_epoch) * batch_size:]
     constants = _x_constants(split.x)
-    labels = tf.constant(split.y.astype(np.int32))
+    labels = _labels_constant(split)
 
     def lookup(index):
         y = tf.gather(labels, index)
@@ -351,7 +401,7 @@ def labelled_stream(split, batch_size, num_classes, one_hot, to_inputs=None):
     import tensorflow as tf
 
     constants = _x_constants(split.x)
-    labels = tf.constant(split.y.astype(np.int32))
+    labels = _labels_constant(split)
 
     def lookup(index):
         y = tf.gather(labels, index)
@@ -448,7 +498,12 @@ def tensorboard_available():
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def _loss_and_metrics(one_hot, label_smoothing):
+def _loss_and_metrics(one_hot, label_smoothing, regression=False):
+    if regression:
+        return keras.losses.MeanSquaredError(), [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+        ]
     if one_hot:
         loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing
@@ -471,13 +526,15 @@ def train_and_evaluate(
     strategy=None,
     task_metrics=None,
 ):
-    """Trains a classifier, evaluates it, and writes a self-describing, resumable run folder.
+    """Trains a classifier (or regressor), evaluates it, and writes a resumable run folder.
 
     Args:
         config: `TrainConfig`.
         build_model: callable taking no arguments and returning an uncompiled Keras model whose
             first output is [batch, num_classes] logits (e.g. a KerasHub `TextClassifier` with
-            ``activation=None``). It is called inside the precision and strategy scopes.
+            ``activation=None``), or [batch, 1] scores for regression data (float labels, no
+            class names; e.g. ``build_classifier(num_classes=1)``). It is called inside the
+            precision and strategy scopes.
         train: training data (a `TextDataset` or a tuple ``(x, y)``).
         evaluation: held-out data evaluated after training (same forms).
         output_dir: str or path. The run folder (see the module docstring).
@@ -493,8 +550,10 @@ def train_and_evaluate(
         The results dict also written to ``metrics.json``.
 
     Raises:
-        ValueError: bad settings or data (labels outside the class range, a batch larger than
-            the training set, an output folder holding another run's results).
+        ValueError: bad settings or data (labels outside the class range, regression labels
+            for a many-output model or class ids for a one-output model, label smoothing on a
+            regression task, a batch larger than the training set, an output folder holding
+            another run's results).
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}.")
@@ -504,6 +563,11 @@ def train_and_evaluate(
     val_split = _as_split(validation, "validation")
     if train_split is None or eval_split is None:
         raise ValueError("train and evaluation data are both required.")
+    if train_split.is_regression and config.label_smoothing > 0:
+        raise ValueError(
+            f"label_smoothing={config.label_smoothing} applies to class labels, but the training "
+            "data are float scores (regression); set label_smoothing=0."
+        )
     if config.batch_size > len(train_split):
         raise ValueError(
             f"batch_size={config.batch_size} is larger than the training set "
@@ -569,14 +633,16 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     energy = EnergyMeter(enabled=config.energy, country_iso_code=config.country_iso_code)
     with precision_scope(config.precision) as policy, strategy.scope():
         model = build_model()
-        num_classes = _num_outputs(model) or (len(train_split.class_names) or None)
+        num_classes = _num_outputs(model) or (
+            len(train_split.class_names) or (1 if train_split.is_regression else None))
         if num_classes is None:
             raise ValueError(
                 "Cannot tell the number of classes: the model has no symbolic outputs and the "
                 "data no class_names. Use a functional model or a TextDataset."
             )
+        regression = _check_task((train_split, eval_split, val_split), num_classes)
         for split in (train_split, eval_split, val_split):
-            if split is not None:
+            if split is not None and not regression:
                 _check_labels(split, num_classes)
         apply_freezing(model, config.freeze_embeddings, config.freeze_layers)
         if config.remat:
@@ -593,7 +659,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
             layer_decay=config.layer_decay,
             model=model,
         )
-        loss, metrics = _loss_and_metrics(one_hot, config.label_smoothing)
+        loss, metrics = _loss_and_metrics(one_hot, config.label_smoothing, regression)
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                       jit_compile=config.jit_compile)
         if state is not None:
@@ -665,9 +731,12 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
 
     if config.restore_best and best is not None and best.path.is_file():
         model.load_weights(best.path)
-    evaluation = ev.evaluate_classifier(
-        model, feature_stream(eval_split, config.eval_batch_size, to_inputs), eval_split.y,
-        eval_split.class_names or None, preprocess=False)
+    features = feature_stream(eval_split, config.eval_batch_size, to_inputs)
+    if regression:
+        evaluation = ev.evaluate_regressor(model, features, eval_split.y, preprocess=False)
+    else:
+        evaluation = ev.evaluate_classifier(
+            model, features, eval_split.y, eval_split.class_names or None, preprocess=False)
     if task_metrics is not None:
         evaluation["task_metrics"] = task_metrics(
             eval_split.y, np.asarray(evaluation["predictions"]))
@@ -677,6 +746,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     results = {
         "config_fingerprint": fingerprint,
         "precision": policy,
+        "task": "regression" if regression else "classification",
         "evaluation": evaluation,
         "training": {
             "num_examples": len(train_split),
@@ -696,18 +766,21 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
         "peak_host_rss_mb": peak_rss_bytes() / 2**20,
         "wall_seconds": time.perf_counter() - wall_start,
     }
-    _write_artefacts(folder, config, model, results, rows, eval_split)
+    _write_artefacts(folder, config, model, results, rows)
     return results
 
 
-def _write_artefacts(folder, config, model, results, rows, eval_split):
+def _write_artefacts(folder, config, model, results, rows):
     io.write_csv(folder / "epochs.csv", rows)
     if rows:
         report.plot_training_curves(rows, folder / "training_curves.png")
     evaluation = results["evaluation"]
-    names = list(evaluation["per_class"])
-    report.plot_confusion_matrix(evaluation["confusion_matrix"], names,
-                                 folder / "confusion_matrix.png")
+    if "confusion_matrix" in evaluation:
+        report.plot_confusion_matrix(evaluation["confusion_matrix"], list(evaluation["per_class"]),
+                                     folder / "confusion_matrix.png")
+    else:
+        report.plot_predicted_scores(evaluation["labels"], evaluation["predictions"],
+                                     folder / "predictions.png")
     if config.save_model:
         io.save_keras_model(model, folder / "model.keras")
     io.write_json(folder / "metrics.json", results)

@@ -78,6 +78,21 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     io.save_figure(figure, path)
 
 
+def plot_predicted_scores(y_true, y_pred, path, title="Predicted vs true score"):
+    """Scatter of predicted against true scores (regression runs), with the identity line."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.2, 4.0))
+    axis.scatter(y_true, y_pred, s=8, alpha=0.6)
+    low = float(min(min(y_true), min(y_pred)))
+    high = float(max(max(y_true), max(y_pred)))
+    axis.plot([low, high], [low, high], "k--", linewidth=1)
+    axis.set_xlabel("true score")
+    axis.set_ylabel("predicted score")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    io.save_figure(figure, path)
+
+
 def _fmt(value, digits=4):
     if value is None:
         return "n/a"
@@ -95,8 +110,14 @@ def markdown_report(results, config):
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| eval accuracy | {ev['accuracy']:.4f} |",
-        f"| eval macro F1 | {ev['macro_f1']:.4f} |",
+    ]
+    if "confusion_matrix" in ev:
+        lines += [f"| eval accuracy | {ev['accuracy']:.4f} |",
+                  f"| eval macro F1 | {ev['macro_f1']:.4f} |"]
+    else:
+        lines += [f"| eval Pearson / Spearman | {ev['pearson']:.4f} / {ev['spearman']:.4f} |",
+                  f"| eval RMSE / MAE | {ev['rmse']:.4f} / {ev['mae']:.4f} |"]
+    lines += [
         f"| eval loss | {ev['loss']:.4f} |",
         f"| eval examples | {ev['num_examples']} |",
         f"| train examples × epochs | {tr['num_examples']} × {tr['epochs_run']} |",
@@ -113,9 +134,10 @@ def markdown_report(results, config):
             f"| energy (kWh) / CO2 (kg, {energy['country_iso_code']}) | "
             f"{energy['energy_kwh']:.3g} / {energy['emissions_kg_co2']:.3g} |"
         )
-    lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |",
-              "| --- | --- | --- | --- | --- |"]
-    for name, m in ev["per_class"].items():
+    if "per_class" in ev:
+        lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |",
+                  "| --- | --- | --- | --- | --- |"]
+    for name, m in ev.get("per_class", {}).items():
         lines.append(
             f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | "
             f"{m['support']} |"
@@ -125,7 +147,8 @@ def markdown_report(results, config):
         "## Files",
         "",
         "`config.json` (config, versions, device), `metrics.json`, `epochs.csv`, "
-        "`training_curves.png`, `confusion_matrix.png`, `model.keras` (when saved), "
+        "`training_curves.png`, `confusion_matrix.png` (classification) or `predictions.png` "
+        "(regression), `model.keras` (when saved), "
         "`tensorboard/`, `DONE` (written last).",
     ]
     if tr.get("resumed_from_step"):
@@ -141,4 +164,8 @@ def redraw(folder):
         plot_training_curves(rows, folder / "training_curves.png")
     metrics = io.read_json(folder / "metrics.json")
     ev = metrics["evaluation"]
-    plot_confusion_matrix(ev["confusion_matrix"], list(ev["per_class"]), folder / "confusion_matrix.png")
+    if "confusion_matrix" in ev:
+        plot_confusion_matrix(ev["confusion_matrix"], list(ev["per_class"]),
+                              folder / "confusion_matrix.png")
+    else:
+        plot_predicted_scores(ev["labels"], ev["predictions"], folder / "predictions.png")
