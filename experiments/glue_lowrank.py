@@ -2,14 +2,15 @@
 scores and masked-LM perplexity, and what does it save at inference?
 
 Part 1 fine-tunes the standard model (stock Keras attention) and each low-rank variant on the
-GLUE classification tasks in ``../shared/data/glue`` (CoLA, SST-2, MRPC, RTE) through the one
-training engine, and scores the dev set with each task's GLUE metric (Matthews correlation for
-CoLA, F1 and accuracy for MRPC, accuracy otherwise), plus inference peak memory and per-sample
-inference time. Variants: ``lowrank(k=none,qkv_rank=16)`` factorises each Q/K/V projection
-through rank 16 (no sequence projection; initialised by truncated SVD from a pretrained
-backbone) and ``lowrank(k=16)`` is Linformer with keys/values projected to 16 positions.
-STS-B is a regression task and the training engine trains classifiers only, so
-it is not run (``--tasks`` refuses it).
+GLUE tasks in ``../shared/data/glue`` (CoLA, SST-2, and the text-pair tasks MRPC, RTE and STS-B)
+through the one training engine, and scores the dev set with each task's GLUE metric (Matthews
+correlation for CoLA, F1 and accuracy for MRPC, Pearson and Spearman correlation for STS-B,
+accuracy otherwise), plus inference peak memory and per-sample inference time. Pairs are packed
+as ``[CLS] a [SEP] b [SEP]`` by the model's preprocessor; STS-B is a regression task (scores in
+[0, 5]) and trains a one-output model on mean squared error. Variants:
+``lowrank(k=none,qkv_rank=16)`` factorises each Q/K/V projection through rank 16 (no sequence
+projection; initialised by truncated SVD from a pretrained backbone) and ``lowrank(k=16)`` is
+Linformer with keys/values projected to 16 positions.
 
 Part 2 trains a masked-LM head (and the encoder) per variant on WikiText-2 and reports test
 perplexity ``exp(mean masked-token cross-entropy)``. Offline, the shared copy has no WikiText-2
@@ -46,7 +47,8 @@ flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explic
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("variants", "keras;lowrank(k=none,qkv_rank=16);lowrank(k=16)",
                     "';'-separated attention specs; the first is the standard model.")
-flags.DEFINE_string("tasks", "CoLA;SST-2;MRPC;RTE", "';'-separated GLUE classification tasks.")
+flags.DEFINE_string("tasks", "CoLA;SST-2;MRPC;RTE;STS-B",
+                    "';'-separated GLUE tasks (classification, or STS-B regression).")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
 flags.DEFINE_integer("batch_size", 16, "Batch size.")
 flags.DEFINE_float("learning_rate", 2e-5, "Peak learning rate (AdamW, linear decay).")
@@ -85,16 +87,12 @@ QUESTION = "Does rank-16 attention keep GLUE scores and masked-LM perplexity, an
 
 
 def load_task(task, settings, data_dir):
-    """Train and dev `TextDataset`s of a GLUE classification task (seeded stratified subsets)."""
+    """Train and dev `TextDataset`s of a GLUE task (seeded subsets, stratified by class or, for
+    STS-B, by score bin)."""
     from keras_effattn.data import glue_task, read_glue
     from keras_effattn.data.splits import stratified_subset
 
     spec = glue_task(task)
-    if spec.is_regression:
-        raise ValueError(
-            f"--tasks includes {spec.name}, a regression task; the training engine trains "
-            "classifiers only, so choose among CoLA, SST-2, MRPC and RTE."
-        )
     parts = []
     for split, size in (("train", settings["train_examples"]), ("dev", settings["dev_examples"])):
         data = read_glue(spec.name, data_dir / "glue", split)
@@ -144,7 +142,8 @@ def run_glue(settings, data_dir, variants, source):
 
 
 def spec_classes(spec):
-    return len(spec.class_names)
+    """The model's outputs for a task: its class count, or 1 (a regressor) for STS-B."""
+    return 1 if spec.is_regression else len(spec.class_names)
 
 
 def _inference(run_dir):
@@ -265,7 +264,7 @@ def report(glue_rows, ppl_rows, variants, out_dir):
     io.write_csv(f"{out_dir}/results.csv", glue_rows)
     lines = [f"# {QUESTION}", "", "## GLUE dev (each task's metric)", ""]
     columns = ["task", "variant", "glue_metric", "glue_score", "glue_accuracy", "glue_f1",
-               "latency_ms_per_sample", "inference_peak_rss_mb", "epoch_seconds",
+               "glue_spearman", "latency_ms_per_sample", "inference_peak_rss_mb", "epoch_seconds",
                "trainable_params"]
     lines.append(suite.markdown_table(glue_rows, columns))
     tasks = list(dict.fromkeys(r["task"] for r in glue_rows))

@@ -81,12 +81,19 @@ def test_seq_scaling_quick(tmp_path):
 def test_glue_lowrank_quick(tmp_path, data_dir):
     out = tmp_path / "glue"
     run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
-               "--tasks=CoLA", "--variants=keras;lowrank(k=none,qkv_rank=4)", "--train_examples=32",
-               "--dev_examples=16", "--batch_size=8", "--max_length=32", "--mlm_max_words=16",
-               "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
+               "--tasks=MRPC;STS-B", "--variants=keras;lowrank(k=none,qkv_rank=4)",
+               "--train_examples=32", "--dev_examples=16", "--batch_size=8", "--max_length=32",
+               "--mlm_max_words=16", "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
     rows = _rows(out)
-    assert [(r["task"], r["glue_metric"]) for r in rows] == [("CoLA", "matthews_corrcoef")] * 2
+    # A text-pair classification task and the text-pair regression task, each with its metric.
+    assert [(r["task"], r["glue_metric"]) for r in rows] == (
+        [("MRPC", "f1")] * 2 + [("STS-B", "pearson")] * 2)
     assert all(-1.0 <= float(r["glue_score"]) <= 1.0 for r in rows)
+    for row in rows[2:]:
+        assert row["glue_spearman"] != "" and row["accuracy"] == ""
+        metrics = io.read_json(out / "glue" / "runs" / row["run_id"] / "metrics.json")
+        assert metrics["task"] == "regression"
+        assert float(row["glue_score"]) == pytest.approx(metrics["evaluation"]["pearson"])
     ppl = io.read_csv(out / "perplexity.csv")
     assert [r["variant"] for r in ppl] == ["keras", "lowrank(k=none,qkv_rank=4)"]
     assert all(1.0 < float(r["perplexity"]) < 1e6 for r in ppl)
@@ -96,15 +103,15 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
         assert (out / name).is_file(), name
 
 
-def test_glue_lowrank_refuses_regression_tasks(tmp_path, data_dir):
+def test_glue_lowrank_names_an_unknown_task(tmp_path, data_dir):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.glue_lowrank", "--quick", f"--data_dir={data_dir}",
-         f"--output_dir={tmp_path}", "--tasks=STS-B"],
+         f"--output_dir={tmp_path}", "--tasks=STS-C"],
         cwd=REPO_ROOT, env=env, check=False, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode != 0
-    assert "regression task" in proc.stderr
+    assert "Unknown GLUE task 'STS-C'" in proc.stderr
 
 
 @pytest.mark.slow
