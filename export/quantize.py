@@ -244,16 +244,19 @@ def fuse_layer_norm(model):
         square = only(sub.output[0], "Mul")
         if square is None or list(square.input) != [sub.output[0]] * 2:
             continue
-        var_node = only(square.output[0], "GlobalAveragePool")
-        add_eps = var_node and only(var_node.output[0], "Add")
-        eps_name = add_eps and other(add_eps, var_node.output[0])
-        if eps_name not in constants or constants[eps_name].size != 1:
+        chain = [square]  # variance, + eps, sqrt, reciprocal, * gamma: each the only consumer
+        for op_type in ("GlobalAveragePool", "Add", "Sqrt", "Reciprocal", "Mul"):
+            following = only(chain[-1].output[0], op_type)
+            if following is None:
+                break
+            chain.append(following)
+        if len(chain) != 6:
             continue
-        sqrt = only(add_eps.output[0], "Sqrt")
-        reciprocal = sqrt and only(sqrt.output[0], "Reciprocal")
-        scale_mul = reciprocal and only(reciprocal.output[0], "Mul")
-        gamma_name = scale_mul and other(scale_mul, reciprocal.output[0])
-        if gamma_name not in constants:
+        var_node, add_eps, sqrt, reciprocal, scale_mul = chain[1:]
+        eps_name = other(add_eps, var_node.output[0])
+        gamma_name = other(scale_mul, reciprocal.output[0])
+        if eps_name not in constants or constants[eps_name].size != 1 \
+                or gamma_name not in constants:
             continue
         g = scale_mul.output[0]
         g_users = consumers.get(g, [])
@@ -263,7 +266,7 @@ def fuse_layer_norm(model):
         x_mul = [n for n in g_users if n is not neg_mul and n.op_type == "Mul"
                  and sorted(n.input) == sorted([x, g])]
         add_beta = only(neg_mul.output[0], "Add")
-        beta_name = add_beta and other(add_beta, neg_mul.output[0])
+        beta_name = None if add_beta is None else other(add_beta, neg_mul.output[0])
         if not x_mul or beta_name not in constants:
             continue
         x_mul = x_mul[0]
