@@ -16,8 +16,7 @@ One:    python experiments/zero_shot_swap.py --variant='exact*3,favor(num_featur
 import pathlib
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -20,12 +20,10 @@ import statistics
 import sys
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from export import predict as predict_lib
-from export import to_onnx
-from export import verify
+from export import to_onnx, verify
 from export.tokenizer import WordPieceTokenizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -101,9 +99,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from keras_effattn.data import read_imdb
-    from keras_effattn.utils.io import read_json
-    from keras_effattn.utils.io import write_json
-    from keras_effattn.utils.io import write_text
+    from keras_effattn.utils.io import read_json, write_json, write_text
     from keras_effattn.utils.metadata import package_versions
 
     model = to_onnx.load_float32(FLAGS.model)

@@ -90,9 +90,7 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
     Returns:
         `dst`.
     """
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization import quant_pre_process
-    from onnxruntime.quantization import quantize_dynamic
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     _check_file(src, "src")
     op_types = ["MatMul", "Gather"] if quantize_embeddings else ["MatMul"]
@@ -133,8 +131,7 @@ def gemm_to_matmul(model):
     Returns:
         The number of Gemm nodes rewritten.
     """
-    from onnx import helper
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -200,8 +197,7 @@ def fuse_layer_norm(model):
         ValueError: the model's opset is below 17.
     """
     import numpy as np
-    from onnx import helper
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     if _opset(model) < LAYER_NORM_OPSET:
         raise ValueError(

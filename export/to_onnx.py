@@ -35,8 +35,7 @@ import numpy as np
 from export import metadata as meta
 from export import quantize as quantize_lib
 from export import verify
-from export.tokenizer import WordPieceTokenizer
-from export.tokenizer import sha256_file
+from export.tokenizer import WordPieceTokenizer, sha256_file
 
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "export_report.json"
@@ -556,8 +555,7 @@ def _verification_texts(flag_values):
 def main(argv):
     """Loads the .keras model, exports and verifies it; returns the exit status."""
     del argv
-    from absl import flags
-    from absl import logging
+    from absl import flags, logging
 
     # tf2onnx and onnxruntime's quantiser log every node at INFO; keep the CLI readable.
     logging.set_verbosity(logging.WARNING)

@@ -94,7 +94,7 @@ def compare(reference, candidate):
     if reference.shape != candidate.shape:
         raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}.")
     return {
-        "n": int(len(reference)),
+        "n": len(reference),
         "max_abs_diff": float(np.max(np.abs(reference - candidate))) if reference.size else 0.0,
         "label_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
         if len(reference)
@@ -119,7 +119,7 @@ def tokenizer_parity(preprocessor, tokenizer, texts):
     mask = np.asarray(reference["padding_mask"]).astype(np.int32)
     differs = (ids != mine["token_ids"]).any(-1) | (mask != mine["padding_mask"]).any(-1)
     bad = np.flatnonzero(differs)
-    return {"n": len(texts), "mismatches": int(len(bad)), "first_mismatch": _first(bad)}
+    return {"n": len(texts), "mismatches": len(bad), "first_mismatch": _first(bad)}
 
 
 def _first(indices):

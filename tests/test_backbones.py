@@ -11,8 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_effattn
-from keras_effattn.models import backbones
-from keras_effattn.models import swap
+from keras_effattn.models import backbones, swap
 
 TINY = {"num_layers": 2, "num_heads": 2, "hidden_dim": 16, "intermediate_dim": 32}
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "great", "bad"]

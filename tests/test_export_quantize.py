@@ -5,15 +5,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from export import quantize as quantize_lib
 from export import verify
 from export.predict import Predictor
-from tests.export_helpers import ALL_KINDS
-from tests.export_helpers import exported
-from tests.export_helpers import imdb
+from tests.export_helpers import ALL_KINDS, exported, imdb
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 
@@ -74,7 +71,7 @@ def test_optimize_graph_keeps_outputs_and_metadata(tmp_path):
     folder, _, _ = exported(ALL_KINDS)
     source = str(folder / "model.onnx")
     optimized = quantize_lib.optimize_graph(source, str(tmp_path / "optimized.onnx"))
-    props = lambda path: {p.key: p.value for p in onnx.load(path).metadata_props}  # noqa: E731
+    props = lambda path: {p.key: p.value for p in onnx.load(path).metadata_props}
     assert props(optimized) == props(source)
     texts, _ = imdb(per_class=3, seed=6)
     predictor = Predictor(folder)

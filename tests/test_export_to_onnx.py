@@ -13,16 +13,10 @@ import pytest
 
 import keras_effattn
 from export import metadata as meta
-from export import to_onnx
-from export import verify
+from export import to_onnx, verify
 from export.tokenizer import WordPieceTokenizer
 from tests.conftest import REPO_ROOT
-from tests.export_helpers import ALL_KINDS
-from tests.export_helpers import LABELS
-from tests.export_helpers import MAX_LENGTH
-from tests.export_helpers import exported
-from tests.export_helpers import imdb
-from tests.export_helpers import tiny_classifier
+from tests.export_helpers import ALL_KINDS, LABELS, MAX_LENGTH, exported, imdb, tiny_classifier
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 

@@ -8,10 +8,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from export.tokenizer import TOKENIZER_FILE
-from export.tokenizer import VOCAB_FILE
-from export.tokenizer import WordPieceTokenizer
-from export.tokenizer import casefold
+from export.tokenizer import TOKENIZER_FILE, VOCAB_FILE, WordPieceTokenizer, casefold
 from keras_effattn.data import read_imdb
 from keras_effattn.models.minilm import minilm_l6_path
 from tests.conftest import REPO_ROOT

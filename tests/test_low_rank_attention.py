@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_effattn import FusedAttention
-from keras_effattn import LowRankAttention
+from keras_effattn import FusedAttention, LowRankAttention
 from tests import oracle
 from tests.layer_contract import run_layer_contract
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_effattn.ops import exact
-from keras_effattn.ops import masks
+from keras_effattn.ops import exact, masks
 from tests import oracle
 
 B, N, H = 2, 3, 4

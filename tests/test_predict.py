@@ -14,10 +14,7 @@ from export import predict as predict_lib
 from export import verify
 from export.predict import Predictor
 from tests.conftest import REPO_ROOT
-from tests.export_helpers import ALL_KINDS
-from tests.export_helpers import LABELS
-from tests.export_helpers import exported
-from tests.export_helpers import imdb
+from tests.export_helpers import ALL_KINDS, LABELS, exported, imdb
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 

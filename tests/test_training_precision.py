@@ -16,9 +16,8 @@ def test_scope_sets_and_restores(policy):
 
 
 def test_scope_restores_after_an_exception():
-    with pytest.raises(RuntimeError):
-        with precision.precision_scope("mixed_bfloat16"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), precision.precision_scope("mixed_bfloat16"):
+        raise RuntimeError("boom")
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

@@ -31,10 +31,9 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
 
 def test_atomic_path_exception_keeps_destination_absent(tmp_path):
     path = tmp_path / "x.txt"
-    with pytest.raises(RuntimeError):
-        with io.atomic_path(path) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), io.atomic_path(path) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("crash mid-write")
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -5,11 +5,14 @@ import random
 import keras
 import tensorflow as tf
 
-from keras_effattn.layers.fused_attention import check_attention_axes
-from keras_effattn.layers.fused_attention import check_mha_layout
-from keras_effattn.layers.fused_attention import set_weights_with_extras
+from keras_effattn.layers.fused_attention import (
+    check_attention_axes,
+    check_mha_layout,
+    set_weights_with_extras,
+)
 from keras_effattn.ops import favor
 from keras_effattn.ops import masks as masks_lib
+
 
 def load_projection_weights(layer, source):
     """Copies MultiHeadAttention projection weights into `layer`, matching by variable path.

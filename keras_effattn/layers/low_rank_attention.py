@@ -3,11 +3,12 @@
 import keras
 from keras.src.layers.attention.multi_head_attention import _build_proj_equation
 
-from keras_effattn.layers.fused_attention import check_attention_axes
-from keras_effattn.layers.fused_attention import check_mha_layout
-from keras_effattn.layers.fused_attention import set_weights_with_extras
-from keras_effattn.ops import exact
-from keras_effattn.ops import lowrank
+from keras_effattn.layers.fused_attention import (
+    check_attention_axes,
+    check_mha_layout,
+    set_weights_with_extras,
+)
+from keras_effattn.ops import exact, lowrank
 from keras_effattn.ops import masks as masks_lib
 
 

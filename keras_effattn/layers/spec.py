@@ -34,7 +34,7 @@ _CLASSES = {
     "favor": ("keras_effattn.layers.favor_attention", "FavorAttention"),
     "lowrank": ("keras_effattn.layers.low_rank_attention", "LowRankAttention"),
 }
-_ENTRY = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*(?:\*\s*(\d+))?\s*$", re.S)
+_ENTRY = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*(?:\*\s*(\d+))?\s*$", re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,15 @@
 """Encoder backbones with swappable attention, the offline MiniLM default, and task models."""
 
 from keras_effattn.models.attention_maps import attention_maps
-from keras_effattn.models.backbones import PresetUnavailableError
-from keras_effattn.models.backbones import load_backbone
-from keras_effattn.models.backbones import tokenizer_for
-from keras_effattn.models.classifier import EffAttnTextClassifier
-from keras_effattn.models.classifier import MaskedMeanPooling
-from keras_effattn.models.classifier import build_classifier
+from keras_effattn.models.backbones import PresetUnavailableError, load_backbone, tokenizer_for
+from keras_effattn.models.classifier import (
+    EffAttnTextClassifier,
+    MaskedMeanPooling,
+    build_classifier,
+)
 from keras_effattn.models.masked_lm import build_masked_lm
 from keras_effattn.models.minilm import fold_bert_to_distilbert
-from keras_effattn.models.swap import describe_attention
-from keras_effattn.models.swap import swap_attention
+from keras_effattn.models.swap import describe_attention, swap_attention
 
 __all__ = [
     "EffAttnTextClassifier",

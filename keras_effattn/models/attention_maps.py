@@ -7,10 +7,9 @@ probability matrix. For FAVOR+ and low-rank layers it is the attention matrix th
 Linformer). Implied matrices are built in full, so this is for short inputs.
 """
 
-import numpy as np
-
 import keras
 import keras_hub
+import numpy as np
 
 from keras_effattn.models import swap
 

@@ -13,8 +13,7 @@ import threading
 
 import keras_hub
 
-from keras_effattn.models import minilm
-from keras_effattn.models import swap
+from keras_effattn.models import minilm, swap
 
 DEFAULT_VOCABULARY_SIZE = 30522  # the uncased BERT WordPiece vocabulary (MiniLM's vocab.txt)
 ARCHITECTURES = {

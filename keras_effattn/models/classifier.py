@@ -13,8 +13,7 @@ import keras
 import keras_hub
 
 from keras_effattn.models import backbones as backbones_lib
-from keras_effattn.models import minilm
-from keras_effattn.models import swap
+from keras_effattn.models import minilm, swap
 
 POOLINGS = ("cls", "mean")
 
