@@ -56,3 +56,14 @@ def require_exists(path, what, hint):
     """Raises FileNotFoundError naming `what` and a `hint` when `path` does not exist."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist; {hint}")
+
+
+def resolve_source(source, what, hint):
+    """`"tfds"` stays `"tfds"`; anything else must be an existing path, returned as a Path."""
+    if isinstance(source, str) and source == "tfds":
+        return "tfds"
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"source must be a path or 'tfds', got {type(source).__name__}; {hint}")
+    path = pathlib.Path(source)
+    require_exists(path, what, hint)
+    return path

@@ -14,8 +14,6 @@ Pearson and Spearman correlation for STS-B (a regression task with float labels 
 import csv
 import dataclasses
 import io
-import os
-import pathlib
 
 import numpy as np
 
@@ -198,13 +196,18 @@ def read_glue(
     )
 
 
+def _pack_rows(spec, texts, pairs, labels, empty_message):
+    """Checks that rows were read and returns (texts, pairs or None, labels as int32/float32)."""
+    if not texts:
+        raise ValueError(empty_message)
+    labels = np.asarray(labels, np.float32 if spec.is_regression else np.int32)
+    return texts, (pairs if spec.is_pair else None), labels
+
+
 def _resolve_source(spec, source, split):
-    if isinstance(source, str) and source == "tfds":
+    path = _files.resolve_source(source, "GLUE source", _HINT)
+    if path == "tfds":
         return "tfds", None
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"source must be a path or 'tfds', got {type(source).__name__}; {_HINT}")
-    path = pathlib.Path(source)
-    _files.require_exists(path, "GLUE source", _HINT)
     if path.is_file():
         return "tsv", path
     folders = []
@@ -283,10 +286,9 @@ def _read_tsv(spec, path, encoding_errors, bad_rows):
         if spec.is_pair:
             pairs.append(fields[1])
         labels.append(label)
-    if not texts:
-        raise ValueError(f"GLUE file {path} holds no {spec.name} examples; re-download it.")
-    labels = np.asarray(labels, np.float32 if spec.is_regression else np.int32)
-    return texts, (pairs if spec.is_pair else None), labels
+    return _pack_rows(
+        spec, texts, pairs, labels,
+        f"GLUE file {path} holds no {spec.name} examples; re-download it.")
 
 
 def _read_tfds(spec, data_dir, split, encoding_errors, bad_rows):
@@ -319,7 +321,6 @@ def _read_tfds(spec, data_dir, split, encoding_errors, bad_rows):
         if spec.is_pair:
             pairs.append(fields[1])
         labels.append(label)
-    if not texts:
-        raise ValueError(f"tfds {spec.tfds_name}/{tfds_split} is empty; prepare it again.")
-    labels = np.asarray(labels, np.float32 if spec.is_regression else np.int64)
-    return texts, (pairs if spec.is_pair else None), labels
+    return _pack_rows(
+        spec, texts, pairs, labels,
+        f"tfds {spec.tfds_name}/{tfds_split} is empty; prepare it again.")

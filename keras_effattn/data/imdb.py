@@ -117,12 +117,9 @@ def read_imdb(
 
 def _resolve_source(source, split):
     """Returns ("folder" | "archive" | "tfds", location)."""
-    if isinstance(source, str) and source == "tfds":
+    path = _files.resolve_source(source, "IMDB source", _HINT)
+    if path == "tfds":
         return "tfds", None
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"source must be a path or 'tfds', got {type(source).__name__}; {_HINT}")
-    path = pathlib.Path(source)
-    _files.require_exists(path, "IMDB source", _HINT)
     if path.is_file():
         if path.name.endswith((".tar.gz", ".tgz", ".tar")):
             return "archive", path
