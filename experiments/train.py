@@ -9,7 +9,7 @@ per-epoch CSV, training-curve and confusion-matrix PNGs, a Markdown report, mode
 TensorBoard logs); `DONE` is written last. Restarting a killed run with the same flags resumes it.
 
 Examples:
-    python -m experiments.train                      # the main job (about 15 min on 2 CPU cores)
+    python -m experiments.train                      # the main job (8 min measured on 2 idle CPU cores)
     python -m experiments.train --train_per_class=64 --eval_per_class=32 --max_length=64 \\
         --attention="exact*4,favor(num_features=64)*2" --output_dir=runs/quick
     python -m experiments.train --dataset=glue/sst2 --train_per_class=2000 --max_length=64
