@@ -17,6 +17,7 @@ ONNX ``metadata_props`` are string pairs. Ours (all under the ``keras_effattn.``
 | ``source_sha256`` | sha256 of the source ``.keras`` file (or of the weights when exported from
   memory) |
 | ``versions`` | JSON of package versions used for the export |
+| ``fusion`` | ``all`` (fused attention/GELU: onnxruntime contrib ops), ``portable`` or ``none`` |
 
 This module imports only the standard library so the predictor can use it.
 """

@@ -3,17 +3,14 @@
 All three take an ONNX file and write another; none needs TensorFlow.
 
 - `optimize_graph`: onnxruntime's offline graph optimisation at the *basic* level (constant
-  folding, redundant-node elimination, common-subexpression elimination), then `fuse_layer_norm`
-  (opset >= 17). Only standard ONNX ops come out, so the file stays portable; the fusions of
-  the extended/all levels (Add + LayerNormalization -> SkipLayerNormalization, MatMul + Add)
-  depend on the machine and are applied by onnxruntime when a session loads.
-- `fuse_layer_norm`: Keras' LayerNormalization reaches ONNX as 13 elementwise nodes (mean and
-  variance as GlobalAveragePool); they are replaced by one ``LayerNormalization`` node (same
-  maths, one pass over the row), which onnxruntime's fused kernels can then build on.
+  folding, redundant-node elimination, common-subexpression elimination), then the pattern
+  fusions of `export.fusion` (layer norm, GELU, self-attention). The fusions of onnxruntime's
+  extended/all levels (Add + LayerNormalization -> SkipLayerNormalization, bias + GELU) depend
+  on the machine and are applied by onnxruntime when a session loads.
 - `quantize_int8`: onnxruntime dynamic quantisation: weights of MatMul (constant right-hand side
-  only, so attention's activation-activation products stay float) and of the embedding Gathers
-  are stored as int8 with a per-channel scale; activations are quantised on the
-  fly. The embedding table is most of a small encoder's bytes, so quantising Gather is what
+  only, so attention's activation-activation products stay float), of the fused ``Attention``
+  nodes (which become ``QAttention``) and of the embedding Gathers are stored as int8 with a
+  per-channel scale; activations are quantised on the fly. The embedding table is most of a small encoder's bytes, so quantising Gather is what
   brings the file under a third of fp32.
 - `convert_fp16`: float16 weights and compute with float32 inputs/outputs kept (for GPUs and
   for halving the file; on CPU onnxruntime inserts casts and is usually slower than fp32).
@@ -34,8 +31,9 @@ import tempfile
 
 import onnx
 
+from export import fusion as fusion_lib
+
 QUANTIZE_MODES = ("int8", "fp16")
-LAYER_NORM_OPSET = 17  # first opset with LayerNormalization
 
 
 def _check_file(path, name):
@@ -43,20 +41,25 @@ def _check_file(path, name):
         raise FileNotFoundError(f"{name} {path!r} does not exist; export the model first.")
 
 
-def optimize_graph(src, dst, fuse=True):
-    """Offline basic-level onnxruntime graph optimisation (portable ops only).
+def optimize_graph(src, dst, fusion="all"):
+    """Offline basic-level onnxruntime graph optimisation, then `export.fusion` passes.
 
     Args:
         src: path of the ONNX model to optimise.
         dst: path to write (may equal `src`).
-        fuse: bool, default True. Also apply `fuse_layer_norm` (models at opset >= 17).
+        fusion: ``"all"`` (default: layer norm, GELU and attention; the fused model needs
+            onnxruntime), ``"portable"`` (layer norm only: standard ONNX ops) or ``"none"``.
 
     Returns:
-        `dst`.
+        dict: the number of patterns fused per kind (see `export.fusion.fuse`).
     """
     import onnxruntime as ort
 
     _check_file(src, "src")
+    if fusion not in fusion_lib.FUSION_LEVELS:
+        raise ValueError(
+            f"fusion must be one of {fusion_lib.FUSION_LEVELS}, got {fusion!r}."
+        )
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
         out = os.path.join(tmp, "optimized.onnx")
         options = ort.SessionOptions()
@@ -66,13 +69,12 @@ def optimize_graph(src, dst, fuse=True):
         ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
         # onnxruntime drops the model's metadata when it writes the optimised graph: keep it.
         original, optimized = onnx.load(src), onnx.load(out)
-        if fuse and _opset(optimized) >= LAYER_NORM_OPSET:
-            fuse_layer_norm(optimized)
+        counts = fusion_lib.fuse(optimized, fusion)
         del optimized.metadata_props[:]
         optimized.metadata_props.extend(original.metadata_props)
         onnx.save(optimized, out)
         os.replace(out, dst)
-    return dst
+    return counts
 
 
 def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
@@ -93,7 +95,7 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     _check_file(src, "src")
-    op_types = ["MatMul", "Gather"] if quantize_embeddings else ["MatMul"]
+    op_types = ["MatMul", "Attention"] + (["Gather"] if quantize_embeddings else [])
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
         unfused = os.path.join(tmp, "unfused.onnx")
         prepared = os.path.join(tmp, "prepared.onnx")
@@ -112,7 +114,10 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
             weight_type=QuantType.QInt8,
             op_types_to_quantize=op_types,
             per_channel=per_channel,
-            extra_options={"MatMulConstBOnly": True},
+            # ONNX shape inference stops at contrib ops (Attention, Gelu): tensors after
+            # them have no inferred type, and all of this model's activations are float32.
+            extra_options={"MatMulConstBOnly": True,
+                           "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         _copy_metadata(src, out)
         os.replace(out, dst)
@@ -172,145 +177,6 @@ def gemm_to_matmul(model):
     for init in unused:
         graph.initializer.remove(init)
     return rewritten
-
-
-def fuse_layer_norm(model):
-    """Replaces Keras' decomposed LayerNormalization (last axis) by ONNX ``LayerNormalization``.
-
-    Matches, for a rank-3 input x [B, T, C], constant eps, gamma and beta of C values, the graph
-    tf2onnx writes for Keras' ``LayerNormalization``::
-
-        mean = GlobalAveragePool(x); var = GlobalAveragePool((x - mean) * (x - mean))
-        g = Reciprocal(Sqrt(var + eps)) * gamma
-        y = x * g + (-mean * g + beta)
-
-    which is ``(x - mean) / sqrt(var + eps) * gamma + beta``; intermediate tensors used
-    elsewhere, other ranks or non-constant parameters leave the pattern alone. In place.
-
-    Args:
-        model: an `onnx.ModelProto` (opset >= 17).
-
-    Returns:
-        The number of layer norms fused.
-
-    Raises:
-        ValueError: the model's opset is below 17.
-    """
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    if _opset(model) < LAYER_NORM_OPSET:
-        raise ValueError(
-            f"fuse_layer_norm needs opset >= {LAYER_NORM_OPSET} (LayerNormalization), the model "
-            f"has opset {_opset(model)}; export with --opset {LAYER_NORM_OPSET} or skip fusion."
-        )
-    graph = model.graph
-    ranks = _ranks(model)
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    consumers = {}
-    for node in graph.node:
-        for name in dict.fromkeys(node.input):  # a node reading a tensor twice counts once
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {output.name for output in graph.output}
-
-    def only(name, op_type):
-        """The single consumer of `name` if it has op `op_type` and `name` is internal."""
-        users = consumers.get(name, [])
-        if name in graph_outputs or len(users) != 1 or users[0].op_type != op_type:
-            return None
-        return users[0]
-
-    def other(node, name):
-        rest = [i for i in node.input if i != name]
-        return rest[0] if len(rest) == 1 else None
-
-    removed, fused = set(), []
-    for mean_node in list(graph.node):
-        if mean_node.op_type != "GlobalAveragePool" or id(mean_node) in removed:
-            continue
-        x, mean = mean_node.input[0], mean_node.output[0]
-        if ranks.get(x) != 3 or mean in graph_outputs:
-            continue
-        users = consumers.get(mean, [])
-        sub = [n for n in users if n.op_type == "Sub" and list(n.input) == [x, mean]]
-        neg = [n for n in users if n.op_type == "Neg"]
-        if len(users) != 2 or len(sub) != 1 or len(neg) != 1:
-            continue
-        sub, neg = sub[0], neg[0]
-        square = only(sub.output[0], "Mul")
-        if square is None or list(square.input) != [sub.output[0]] * 2:
-            continue
-        chain = [square]  # variance, + eps, sqrt, reciprocal, * gamma: each the only consumer
-        for op_type in ("GlobalAveragePool", "Add", "Sqrt", "Reciprocal", "Mul"):
-            following = only(chain[-1].output[0], op_type)
-            if following is None:
-                break
-            chain.append(following)
-        if len(chain) != 6:
-            continue
-        var_node, add_eps, sqrt, reciprocal, scale_mul = chain[1:]
-        eps_name = other(add_eps, var_node.output[0])
-        gamma_name = other(scale_mul, reciprocal.output[0])
-        if eps_name not in constants or constants[eps_name].size != 1 \
-                or gamma_name not in constants:
-            continue
-        g = scale_mul.output[0]
-        g_users = consumers.get(g, [])
-        neg_mul = only(neg.output[0], "Mul")
-        if g in graph_outputs or len(g_users) != 2 or neg_mul is None or neg_mul not in g_users:
-            continue
-        x_mul = [n for n in g_users if n is not neg_mul and n.op_type == "Mul"
-                 and sorted(n.input) == sorted([x, g])]
-        add_beta = only(neg_mul.output[0], "Add")
-        beta_name = None if add_beta is None else other(add_beta, neg_mul.output[0])
-        if not x_mul or beta_name not in constants:
-            continue
-        x_mul = x_mul[0]
-        final = only(x_mul.output[0], "Add")
-        if final is None or sorted(final.input) != sorted([x_mul.output[0], add_beta.output[0]]):
-            continue
-        if add_beta.output[0] in graph_outputs or len(consumers[add_beta.output[0]]) != 1:
-            continue
-        gamma, beta = constants[gamma_name], constants[beta_name]
-        width = gamma.shape[-1] if gamma.ndim else 0
-        if (width < 1 or gamma.size != width or beta.size not in (1, width)
-                or gamma.dtype != np.float32 or beta.dtype != np.float32):
-            continue
-        tag = f"fused_layer_norm_{len(fused)}"
-        graph.initializer.extend([
-            numpy_helper.from_array(gamma.reshape(width), f"{tag}_gamma"),
-            numpy_helper.from_array(np.broadcast_to(beta.reshape(-1), (width,)).copy(),
-                                    f"{tag}_beta"),
-        ])
-        fused.append((final, helper.make_node(
-            "LayerNormalization", [x, f"{tag}_gamma", f"{tag}_beta"], [final.output[0]],
-            name=tag, axis=-1, epsilon=float(constants[eps_name].reshape(()))),
-        ))
-        removed.update(id(n) for n in (mean_node, sub, square, var_node, add_eps, sqrt,
-                                        reciprocal, scale_mul, neg, neg_mul, add_beta, x_mul))
-    replacement = {id(final): node for final, node in fused}
-    nodes = [replacement.get(id(n), n) for n in graph.node if id(n) not in removed]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
-    return len(fused)
-
-
-def _opset(model):
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _ranks(model):
-    """Tensor name -> rank from ONNX shape inference (inputs, outputs and intermediates)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {}
-    graph = inferred.graph
-    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if info.type.tensor_type.HasField("shape"):
-            ranks[info.name] = len(info.type.tensor_type.shape.dim)
-    return ranks
 
 
 def convert_fp16(src, dst):

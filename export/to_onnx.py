@@ -32,6 +32,7 @@ import zipfile
 
 import numpy as np
 
+from export import fusion as fusion_lib
 from export import metadata as meta
 from export import quantize as quantize_lib
 from export import verify
@@ -333,6 +334,7 @@ def export_onnx(
     quantize=None,
     opset=DEFAULT_OPSET,
     optimize=True,
+    fusion="all",
     max_abs_diff=1e-4,
     min_agreement=0.99,
     source_path=None,
@@ -351,6 +353,10 @@ def export_onnx(
         quantize: None (fp32), ``"int8"`` (dynamic) or ``"fp16"``.
         opset: int in [13, 18], default 17.
         optimize: bool, default True. Offline graph optimisation (`quantize.optimize_graph`).
+        fusion: ``"all"`` (default: layer norm, GELU and self-attention fused into single
+            nodes, the attention ones onnxruntime contrib ops, so the file needs onnxruntime),
+            ``"portable"`` (layer norm only; standard ONNX ops) or ``"none"``. Ignored
+            without `optimize`. See `export.fusion`.
         max_abs_diff: float, default 1e-4. fp32 tolerance on logits (every batch and length).
         min_agreement: float, default 0.99. Minimum label agreement with Keras of an int8/fp16
             model (fp32 must agree on every label).
@@ -375,6 +381,8 @@ def export_onnx(
             f"quantize must be None, 'int8' or 'fp16', got {quantize!r}."
         )
     _check_opset(opset)
+    if fusion not in fusion_lib.FUSION_LEVELS:
+        raise ValueError(f"fusion must be one of {fusion_lib.FUSION_LEVELS}, got {fusion!r}.")
     texts = _check_texts(texts)
     if labels is not None:
         labels = np.asarray(labels)
@@ -412,8 +420,9 @@ def export_onnx(
     try:
         fp32_path = str(staging / "model_fp32.onnx")
         input_names = convert_to_onnx(model, fp32_path, opset=opset)
+        fused = None
         if optimize:
-            quantize_lib.optimize_graph(fp32_path, fp32_path)
+            fused = quantize_lib.optimize_graph(fp32_path, fp32_path, fusion=fusion)
         final_path = str(staging / MODEL_FILE)
         if quantize:
             quantize_lib.quantize(fp32_path, final_path, quantize)
@@ -446,6 +455,7 @@ def export_onnx(
             "source": "keras file" if source_path else "in-memory weights",
             "versions": package_versions(),
             "opset": opset,
+            "fusion": fusion if optimize else "none",
         }
         _write_metadata(final_path, values)
         tokenizer.save(staging)
@@ -455,6 +465,7 @@ def export_onnx(
             "precision": precision,
             "opset": opset,
             "optimized": bool(optimize),
+            "fusion": {"level": fusion if optimize else "none", "fused": fused},
             "inputs": input_names,
             "labels": label_names,
             "max_length": tokenizer.sequence_length,
@@ -517,6 +528,11 @@ def _flags():
     flags.DEFINE_enum("quantize", None, list(quantize_lib.QUANTIZE_MODES), "int8 or fp16.")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13..18).")
     flags.DEFINE_bool("optimize", True, "Offline graph optimisation (basic level).")
+    flags.DEFINE_enum(
+        "fusion", "all", list(fusion_lib.FUSION_LEVELS),
+        "Pattern fusions after optimisation: all (layer norm, GELU, attention; onnxruntime "
+        "contrib ops), portable (layer norm only, standard ONNX) or none.",
+    )
     flags.DEFINE_string(
         "texts", None, "Verification texts, one per line (default: IMDB test reviews)."
     )
@@ -575,6 +591,7 @@ def main(argv):
             quantize=flag_values.quantize,
             opset=flag_values.opset,
             optimize=flag_values.optimize,
+            fusion=flag_values.fusion,
             max_abs_diff=flag_values.max_abs_diff,
             min_agreement=flag_values.min_agreement,
             source_path=flag_values.model,

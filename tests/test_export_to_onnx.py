@@ -66,10 +66,15 @@ def test_dynamic_axes_and_deterministic_outputs():
         np.testing.assert_allclose(first, _keras_logits(model, feeds), atol=1e-4, rtol=0)
 
 
-def test_exact_gelu_survives_conversion():
-    # TF lowers exact GELU to Erfc; the handler rewrites it to 1 - Erf with no Erfc left.
+def test_exact_gelu_survives_conversion(tmp_path):
+    # TF lowers exact GELU to Erfc; the handler rewrites it to 1 - Erf with no Erfc left,
+    # and the default fusion then folds the whole GELU into one node.
     folder, _, _ = exported(ALL_KINDS)
     ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert "Gelu" in ops and "Erfc" not in ops
+    path = tmp_path / "raw.onnx"
+    to_onnx.convert_to_onnx(tiny_classifier("exact"), str(path))
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "Erf" in ops and "Erfc" not in ops
 
 
@@ -132,6 +137,7 @@ def test_failed_parity_writes_nothing_final(tmp_path, monkeypatch):
     [
         ({"quantize": "int4"}, "quantize"),
         ({"opset": 11}, "opset"),
+        ({"fusion": "fast"}, "fusion"),
         ({"max_abs_diff": -1.0}, "max_abs_diff"),
         ({"min_agreement": 1.5}, "min_agreement"),
         ({"texts": ["too", "few"]}, "at least 8"),
@@ -139,7 +145,7 @@ def test_failed_parity_writes_nothing_final(tmp_path, monkeypatch):
         ({"label_names": ["a", "b", "c"]}, "label_names"),
         ({"labels": [0, 1]}, "labels"),
     ],
-    ids=["quantize", "opset", "tolerance", "agreement", "few-texts", "str-texts", "label-names",
+    ids=["quantize", "opset", "fusion", "tolerance", "agreement", "few-texts", "str-texts", "label-names",
          "labels"],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
