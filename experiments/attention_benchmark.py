@@ -12,6 +12,20 @@ median of `--repeats` timed calls after warm-up (fewer when a call exceeds `--ti
 Ratios to the baseline are computed from rows measured in the same run. The sweep resumes:
 finished rows in results.json are kept and skipped.
 
+Roofline columns. Each row also carries `gflop_fwd_bwd`, the analytic matmul FLOPs of one
+forward+backward call (`keras_effattn.training.benchmark.attention_flops`: the four projections
+plus each variant's attention products, backward counted as 2x forward), and `achieved_gflops`,
+those FLOPs over the measured forward+backward time. With `--measure_peak` (default) the
+float32 matmul peak of this machine is measured once per run in the parent process, before the
+first configuration runs (`matmul_peak_flops`, the best of graph and XLA on a
+`--peak_matmul_size` square product), and each row measured in that run gets
+`matmul_peak_gflops`, `fraction_of_peak` (achieved over peak) and `roofline_ms` = FLOPs / peak:
+the fastest any implementation doing that arithmetic could run here. `max_speedup_vs_mha` is
+the MultiHeadAttention row's measured forward+backward time (same length, batch and dropout)
+over this row's `roofline_ms`: the largest speed-up over MHA possible without skipping
+arithmetic. Without the peak these columns are empty; rows resumed from an earlier run keep the
+peak of the run that measured them (measure into a fresh `--output_dir` for a uniform table).
+
 Quick (a minute or two on 2 CPU cores):
 
     python -m experiments.attention_benchmark --lengths=128,512 --repeats=3 \
@@ -57,6 +71,9 @@ flags.DEFINE_float("time_cap_s", 40.0, "Stop repeating a mode once this much tim
 flags.DEFINE_float("memory_budget_gb", 6.0, "Skip or kill configurations above this memory.")
 flags.DEFINE_integer("config_timeout_s", 600, "Kill a configuration running longer than this.")
 flags.DEFINE_boolean("jit_compile", False, "Run the layer under XLA (Keras' CPU default: off).")
+flags.DEFINE_boolean("measure_peak", True,
+                     "Measure the float32 matmul peak once per run (the roofline columns).")
+flags.DEFINE_integer("peak_matmul_size", 2048, "Side of the square matmul timed for the peak.")
 flags.DEFINE_string("output_dir", "results/attention_benchmark", "Where results go.")
 flags.DEFINE_string("worker", None, "Internal: run one configuration (JSON) and print JSON.")
 
@@ -64,7 +81,12 @@ FLAGS = flags.FLAGS
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COLUMNS = ["variant", "length", "batch", "dropout", "status", "fwd_ms", "fwdbwd_ms",
            "fwd_peak_mb", "fwdbwd_peak_mb", "baseline_rss_mb", "fwd_growth_mb",
-           "fwdbwd_growth_mb", "fwd_repeats", "fwdbwd_repeats", "estimate_mb", "note"]
+           "fwdbwd_growth_mb", "fwd_repeats", "fwdbwd_repeats", "estimate_mb", "note",
+           "gflop_fwd_bwd", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak",
+           "roofline_ms"]
+RATIO_COLUMNS = ["speedup_fwd_ms", "speedup_fwdbwd_ms", "memory_ratio_vs_mha",
+                 "max_speedup_vs_mha"]
+VARIANTS = ("mha", "fused", "chunked", "favor", "linformer")
 QUADRATIC = {"mha", "fused"}
 
 
@@ -86,6 +108,42 @@ def estimate_mb(cfg):
     else:
         quadratic = 6 * b * h * n * cfg["linformer_k"] * 4
     return (linear + quadratic) / 2**20 + 600  # + TensorFlow's own footprint
+
+
+def _significant(value, digits=4):
+    """`value` rounded to `digits` significant digits (tiny test configs stay non-zero)."""
+    return float(f"{value:.{digits}g}")
+
+
+def roofline_columns(cfg, row, peak_flops):
+    """The analytic-FLOP and roofline columns of one row.
+
+    Args:
+        cfg: the configuration dict (variant, length, batch, num_heads, head_dim, num_features,
+            linformer_k).
+        row: its result row (`status`, `fwdbwd_ms` when measured).
+        peak_flops: the matmul peak (FLOP/s) measured in this run, or None (not measured).
+
+    Returns:
+        dict: `gflop_fwd_bwd` always; `achieved_gflops` for measured rows; `matmul_peak_gflops`,
+        `fraction_of_peak` and `roofline_ms` for measured rows when `peak_flops` is given.
+    """
+    from keras_effattn.training.benchmark import attention_flops
+
+    flops = attention_flops(cfg["variant"], cfg["length"], batch=cfg["batch"],
+                            num_heads=cfg["num_heads"], head_dim=cfg["head_dim"],
+                            num_features=cfg["num_features"], linformer_k=cfg["linformer_k"],
+                            mode="fwd_bwd")
+    out = {"gflop_fwd_bwd": _significant(flops / 1e9)}
+    if row.get("status") != "ok" or not row.get("fwdbwd_ms"):
+        return out
+    achieved = flops / (row["fwdbwd_ms"] / 1000.0)
+    out["achieved_gflops"] = _significant(achieved / 1e9)
+    if peak_flops:
+        out["matmul_peak_gflops"] = _significant(peak_flops / 1e9)
+        out["fraction_of_peak"] = _significant(achieved / peak_flops)
+        out["roofline_ms"] = _significant(1000.0 * flops / peak_flops)
+    return out
 
 
 def make_layer(cfg):
@@ -221,7 +279,8 @@ def build_configs(flag_values):
 
 
 def add_ratios(rows):
-    """Per row: the baseline's (mha, same length, batch, dropout) time and memory over its own."""
+    """Per row: the baseline's (mha, same length, batch, dropout) time and memory over its own,
+    and the baseline's forward+backward time over this row's `roofline_ms`."""
     base = {(r["length"], r["batch"], r["dropout"]): r for r in rows
             if r["variant"] == "mha" and r["status"] == "ok"}
     for r in rows:
@@ -231,6 +290,10 @@ def add_ratios(rows):
             if b is not None and r["status"] == "ok" and r.get(key) and b.get(key):
                 ratio = round(b[key] / r[key], 3)
             r[f"speedup_{key}" if key.endswith("ms") else "memory_ratio_vs_mha"] = ratio
+        bound = None
+        if b is not None and r["status"] == "ok" and r.get("roofline_ms") and b.get("fwdbwd_ms"):
+            bound = _significant(b["fwdbwd_ms"] / r["roofline_ms"])
+        r["max_speedup_vs_mha"] = bound
     return rows
 
 
@@ -268,20 +331,39 @@ def plot(rows, path):
 
 
 def format_table(rows):
+    """The rows as a Markdown table (roofline cells empty where no peak was measured)."""
     header = ("variant", "n", "B", "drop", "status", "fwd ms", "f+b ms", "f+b MB",
-              "speedup f+b", "mem ratio")
+              "speedup f+b", "mem ratio", "GFLOP f+b", "GFLOP/s", "% of peak", "roofline ms",
+              "max speedup vs mha")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for r in sorted(rows, key=lambda r: (r["batch"], r["dropout"] == 0, r["length"],
                                          r["variant"])):
         cells = (r["variant"], r["length"], r["batch"], r["dropout"], r["status"],
                  r.get("fwd_ms"), r.get("fwdbwd_ms"), r.get("fwdbwd_growth_mb"),
-                 r.get("speedup_fwdbwd_ms"), r.get("memory_ratio_vs_mha"))
+                 r.get("speedup_fwdbwd_ms"), r.get("memory_ratio_vs_mha"),
+                 r.get("gflop_fwd_bwd"), r.get("achieved_gflops"),
+                 None if r.get("fraction_of_peak") is None
+                 else round(100 * r["fraction_of_peak"], 1),
+                 r.get("roofline_ms"), r.get("max_speedup_vs_mha"))
         lines.append(" | ".join("" if c is None else str(c) for c in cells))
     return "\n".join(lines)
 
 
-def sweep(configs, output_dir, budget_mb, timeout_s, log=print):
-    """Runs (or resumes) the sweep; writes results.json/csv and the PNG; returns the rows."""
+def sweep(configs, output_dir, budget_mb, timeout_s, log=print, peak_fn=None):
+    """Runs (or resumes) the sweep; writes results.json/csv and the PNG; returns the rows.
+
+    Args:
+        configs: list of configuration dicts (`build_configs`).
+        output_dir: folder of results.json/csv and the PNG.
+        budget_mb: memory budget; configurations estimated or growing above it are skipped.
+        timeout_s: per-configuration time limit.
+        log: callable receiving one line per finished row.
+        peak_fn: callable returning the matmul peak in FLOP/s, called once before the first
+            configuration that runs; None leaves the roofline columns empty.
+
+    Returns:
+        list of row dicts (resumed and new).
+    """
     from keras_effattn.utils import io
 
     output_dir = pathlib.Path(output_dir)
@@ -289,6 +371,7 @@ def sweep(configs, output_dir, budget_mb, timeout_s, log=print):
     rows = io.read_json(results_path)["rows"] if results_path.is_file() else []
     done = {row_key(r) for r in rows if r["status"] in ("ok", "skipped")}
     rows = [r for r in rows if row_key(r) in done]
+    peak, peak_measured = None, False
     for cfg in configs:
         if row_key(cfg) in done:
             continue
@@ -298,14 +381,17 @@ def sweep(configs, output_dir, budget_mb, timeout_s, log=print):
             row = {**base, "status": "skipped", "estimate_mb": round(est),
                    "note": f"estimated {est / 1024:.1f} GB > budget {budget_mb / 1024:.1f} GB"}
         else:
+            if peak_fn is not None and not peak_measured:
+                peak, peak_measured = peak_fn(), True
+                log(f"float32 matmul peak (this run): {peak / 1e9:.1f} GFLOP/s")
             row = {**base, "estimate_mb": round(est),
                    **run_in_subprocess(cfg, budget_mb, timeout_s)}
+        row.update(roofline_columns(cfg, row, peak))
         log(json.dumps(row))
         rows.append(row)
         rows = add_ratios(rows)
         io.write_json(results_path, {"rows": rows})
-        io.write_csv(output_dir / "results.csv", rows,
-                     COLUMNS + ["speedup_fwd_ms", "speedup_fwdbwd_ms", "memory_ratio_vs_mha"])
+        io.write_csv(output_dir / "results.csv", rows, COLUMNS + RATIO_COLUMNS)
     plot(rows, output_dir / "attention_benchmark.png")
     return rows
 
@@ -315,9 +401,14 @@ def main(argv):
     if FLAGS.worker:
         print(json.dumps(run_config(json.loads(FLAGS.worker))))
         return
+    values = {name: FLAGS[name].value for name in FLAGS if name in _OWN_FLAGS}
+    unknown = sorted(set(values["variants"]) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"Unknown --variants {unknown}; choose from {list(VARIANTS)}.")
+    if values["peak_matmul_size"] < 1:
+        raise ValueError(f"--peak_matmul_size must be >= 1, got {values['peak_matmul_size']}.")
     from keras_effattn.utils import io, metadata
 
-    values = {name: FLAGS[name].value for name in FLAGS if name in _OWN_FLAGS}
     output_dir = pathlib.Path(FLAGS.output_dir)
     if not output_dir.is_absolute():
         output_dir = REPO / output_dir
@@ -325,15 +416,28 @@ def main(argv):
     runs = io.read_json(config_path).get("runs", []) if config_path.is_file() else []
     runs.append({"flags": values, **metadata.run_metadata()})  # one entry per (resumed) run
     io.write_json(config_path, {"runs": runs})
+    peaks = []
+
+    def measure_peak():
+        from keras_effattn.training.benchmark import matmul_peak_flops
+
+        peaks.append(matmul_peak_flops(n=values["peak_matmul_size"]))
+        return peaks[-1]
+
     rows = sweep(build_configs(values), output_dir, FLAGS.memory_budget_gb * 1024,
-                 FLAGS.config_timeout_s)
+                 FLAGS.config_timeout_s, peak_fn=measure_peak if values["measure_peak"] else None)
+    if peaks:
+        runs[-1]["matmul_peak_gflops"] = _significant(peaks[0] / 1e9)
+        io.write_json(config_path, {"runs": runs})
+        print(f"float32 matmul peak measured in this run: {peaks[0] / 1e9:.1f} GFLOP/s "
+              "(roofline_ms = GFLOP f+b / peak)")
     print(format_table(rows))
 
 
 _OWN_FLAGS = ("variants", "lengths", "batch_sizes", "dropouts", "no_dropout_lengths",
               "num_heads", "head_dim", "chunk_size", "num_features", "linformer_k", "repeats",
               "warmup", "time_cap_s", "memory_budget_gb", "config_timeout_s", "jit_compile",
-              "output_dir")
+              "output_dir", "measure_peak", "peak_matmul_size")
 
 if __name__ == "__main__":
     app.run(main)

@@ -36,6 +36,77 @@ def training_flops_per_step(size, batch_size):
     return 3 * (2 * dense + attention) * tokens
 
 
+ATTENTION_FLOP_VARIANTS = ("mha", "exact", "fused", "chunked", "favor", "linformer")
+ATTENTION_FLOP_MODES = ("fwd", "fwd_bwd")
+
+
+def attention_flops(variant, length, batch=1, num_heads=12, head_dim=64, num_features=256,
+                    linformer_k=256, mode="fwd_bwd", model_dim=None):
+    """Analytic matmul FLOPs of one self-attention layer call on a ``[B, n, D]`` input.
+
+    Each ``[m, k] x [k, p]`` product counts ``2·m·k·p`` FLOPs. Counted (N heads of size H,
+    ``N·H`` the projected width):
+
+    - every variant: the Q, K, V projections (D -> N·H) and the output projection (N·H -> D),
+      ``4 · 2·B·n·D·N·H``;
+    - exact attention ("mha", "exact", "fused", "chunked"; key chunking changes memory, not
+      arithmetic): Q Kᵀ and P V, ``2 · 2·B·N·n²·H``;
+    - "favor" (M random features): the feature maps W Q and W K, ``2 · 2·B·N·n·M·H``, and the two
+      linear-attention products φ(K)ᵀ V and φ(Q) (φ(K)ᵀ V), ``2 · 2·B·N·n·M·H``;
+    - "linformer" (projected length k): the sequence projections Eᵀ K and Fᵀ V,
+      ``2 · 2·B·k·n·N·H``, and the reduced Q K'ᵀ and P V', ``2 · 2·B·N·n·k·H``.
+
+    Not counted: biases, scaling, softmax, exp, masks, dropout and FAVOR+'s normaliser
+    φ(Q) (φ(K)ᵀ 1) (a matrix-vector product, 1/H of the products above).
+
+    Convention: the backward pass costs 2× the forward matmul FLOPs (one product each for the
+    gradients of both operands, inputs and weights alike), so ``"fwd_bwd"`` = 3 × ``"fwd"``, as
+    in `training_flops_per_step`. This over-counts FAVOR+ slightly: its random features are
+    fixed, so their gradient (``2·B·N·n·M·H`` per feature map) is never needed.
+
+    Args:
+        variant: one of `ATTENTION_FLOP_VARIANTS`.
+        length: int n > 0, sequence length (queries = keys).
+        batch: int B > 0.
+        num_heads: int N > 0.
+        head_dim: int H > 0.
+        num_features: int M > 0, FAVOR+ random features (used by "favor" only).
+        linformer_k: int k > 0, Linformer projected length (used by "linformer" only).
+        mode: "fwd" (forward) or "fwd_bwd" (forward + backward).
+        model_dim: int D > 0, the input and output width; defaults to ``N·H``.
+
+    Returns:
+        int, the FLOPs.
+
+    Example (the exact forward at n = 512, D = 768: ``4·2·512·768² + 2·2·12·512²·64``):
+
+    >>> attention_flops("fused", 512, num_heads=12, head_dim=64, mode="fwd")
+    3221225472
+    """
+    if variant not in ATTENTION_FLOP_VARIANTS:
+        raise ValueError(f"variant must be one of {ATTENTION_FLOP_VARIANTS}, got {variant!r}.")
+    if mode not in ATTENTION_FLOP_MODES:
+        raise ValueError(f"mode must be one of {ATTENTION_FLOP_MODES}, got {mode!r}.")
+    model_dim = num_heads * head_dim if model_dim is None else model_dim
+    sizes = {"length": length, "batch": batch, "num_heads": num_heads, "head_dim": head_dim,
+             "num_features": num_features, "linformer_k": linformer_k, "model_dim": model_dim}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    b, n, h, dh, width = batch, length, num_heads, head_dim, num_heads * head_dim
+    projections = 4 * 2 * b * n * model_dim * width
+    if variant == "favor":
+        m = num_features
+        core = 2 * (2 * b * h * n * m * dh) + 2 * (2 * b * h * n * m * dh)
+    elif variant == "linformer":
+        k = linformer_k
+        core = 2 * (2 * b * k * n * width) + 2 * (2 * b * h * n * k * dh)
+    else:
+        core = 2 * (2 * b * h * n * n * dh)
+    forward = projections + core
+    return forward if mode == "fwd" else 3 * forward
+
+
 def matmul_peak_flops(n=2048, repeats=5):
     """The best float32 matmul FLOP/s of an n x n product (graph/oneDNN and XLA; median of
     repeats each)."""
