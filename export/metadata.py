@@ -18,6 +18,10 @@ ONNX ``metadata_props`` are string pairs. Ours (all under the ``keras_effattn.``
   memory) |
 | ``versions`` | JSON of package versions used for the export |
 | ``fusion`` | ``all`` (fused attention/GELU: onnxruntime contrib ops), ``portable`` or ``none`` |
+| ``text_cleaning`` | what the predictor does to a raw text before tokenizing it, as in training:
+  ``keras_effattn.clean_text`` (``keras_effattn.data.cleaning.clean_text``, which
+  ``read_imdb(clean=True)``, the default, applies) or ``none``. Exports written before this key
+  existed have no such entry and are read as ``none`` (they were verified on texts as given) |
 
 This module imports only the standard library so the predictor can use it.
 """
@@ -28,6 +32,9 @@ PREFIX = "keras_effattn."
 FORMAT = "text-classifier/1"
 PRECISIONS = ("fp32", "fp16", "int8")
 JSON_KEYS = ("labels", "inputs", "tokenizer", "versions")
+# Allowed ``text_cleaning`` values; the first is the default of `export.to_onnx.export_onnx`.
+CLEAN_TEXT = "keras_effattn.clean_text"
+TEXT_CLEANINGS = (CLEAN_TEXT, "none")
 
 
 def to_props(values):
@@ -93,4 +100,12 @@ def from_props(props, where="model.onnx"):
             f"{where}: metadata max_length {values['max_length']!r} is not an int."
         ) from error
     values["padding_invariant"] = values.get("padding_invariant") == "true"
+    # Older exports have no text_cleaning entry: the predictor never cleaned their texts.
+    values["text_cleaning"] = values.get("text_cleaning", "none")
+    if values["text_cleaning"] not in TEXT_CLEANINGS:
+        raise ValueError(
+            f"{where}: metadata text_cleaning {values['text_cleaning']!r} is not one this "
+            f"predictor knows {TEXT_CLEANINGS}; use the export/ folder of the keras_effattn "
+            "version that wrote the model, or re-export it."
+        )
     return values

@@ -2,13 +2,18 @@
 
 Reads a folder written by `python -m export.to_onnx` (``model.onnx``, ``vocab.txt``,
 ``tokenizer.json``), checks that the model is a keras_effattn export whose vocabulary matches the
-tokenizer files, tokenizes exactly as KerasHub did in training (`export.tokenizer`), batches,
+tokenizer files, cleans each text as the training data was cleaned (metadata ``text_cleaning``:
+``keras_effattn.clean_text``, which removes HTML such as ``<br />``, unescapes ``&amp;`` ...,
+or ``none``), tokenizes exactly as KerasHub did in training (`export.tokenizer`), batches,
 and returns a label and its probability per text. When the export report showed the model to be
 padding invariant, texts are grouped by length and each batch is padded only to its longest
 text (same logits, less work); otherwise every text is padded to the model's maximum length.
 
 This module imports numpy, onnxruntime and `export.tokenizer`/`export.metadata` only, so a
-deployment machine needs ``pip install numpy onnxruntime`` and the exported folder.
+deployment machine needs ``pip install numpy onnxruntime`` and the exported folder; a model that
+asks for ``keras_effattn.clean_text`` also needs the file ``keras_effattn/data/cleaning.py``
+(standard library only), found in an installed keras_effattn or beside ``export/`` in a checkout
+(see `load_clean_text`).
 
 Examples:
     python -m export.predict --model_dir exported/minilm "A wonderful, moving film."
@@ -17,8 +22,11 @@ Examples:
 """
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -29,6 +37,66 @@ from export import metadata as meta
 from export.tokenizer import WordPieceTokenizer
 
 MODEL_FILE = "model.onnx"
+CLEANING_FILE = ("data", "cleaning.py")  # inside the keras_effattn package
+# The checkout layout: export/ beside keras_effattn/ (used when keras_effattn is not installed).
+_CHECKOUT_PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_effattn"
+
+
+@functools.cache
+def load_clean_text():
+    """keras_effattn's `clean_text`, loaded without importing keras_effattn or TensorFlow.
+
+    ``import keras_effattn.data.cleaning`` would run ``keras_effattn/__init__.py``, which imports
+    TensorFlow, and a deployment machine has only numpy and onnxruntime. ``cleaning.py`` itself
+    imports only the standard library, so it is executed from its file as a standalone module
+    (not registered in ``sys.modules``): the same code as in training, no copy of it. The file
+    is looked up in the keras_effattn package that ``importlib.util.find_spec`` locates (which
+    does not execute the package's ``__init__``), then in this checkout (``export/`` beside
+    ``keras_effattn/``).
+
+    Raises:
+        FileNotFoundError: neither place has ``keras_effattn/data/cleaning.py``.
+    """
+    candidates = []
+    try:
+        spec = importlib.util.find_spec("keras_effattn")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [pathlib.Path(p, *CLEANING_FILE) for p in spec.submodule_search_locations]
+    candidates.append(_CHECKOUT_PACKAGE.joinpath(*CLEANING_FILE))
+    for path in candidates:
+        if path.is_file():
+            module_spec = importlib.util.spec_from_file_location("_keras_effattn_cleaning", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module.clean_text
+    raise FileNotFoundError(
+        f"The model expects texts cleaned by {meta.CLEAN_TEXT}, but keras_effattn/data/"
+        f"cleaning.py was found neither in an installed keras_effattn nor at "
+        f"{candidates[-1]}. Install the package without TensorFlow (`pip install --no-deps "
+        "PATH/TO/keras_effattn-repo`) or run from a keras_effattn checkout; or, for texts "
+        "already cleaned, pass --no_clean (Predictor(..., clean=False))."
+    )
+
+
+def text_cleaner(text_cleaning):
+    """The function a ``text_cleaning`` metadata value names: str -> str.
+
+    ``"none"`` gives the identity, ``"keras_effattn.clean_text"`` `load_clean_text()`.
+    `export.to_onnx` cleans its verification texts with this function too.
+
+    Raises:
+        ValueError: an unknown value.
+        FileNotFoundError: see `load_clean_text`.
+    """
+    if text_cleaning == "none":
+        return lambda text: text
+    if text_cleaning == meta.CLEAN_TEXT:
+        return load_clean_text()
+    raise ValueError(
+        f"text_cleaning must be one of {meta.TEXT_CLEANINGS}, got {text_cleaning!r}."
+    )
 
 
 class Predictor:
@@ -40,16 +108,21 @@ class Predictor:
         threads: optional int, onnxruntime intra-op threads (default: onnxruntime's choice).
         padding: None (default: ``"longest"`` when the export verified padding invariance,
             else ``"max_length"``), ``"longest"`` or ``"max_length"``.
+        clean: bool, default True. Clean texts as the model's metadata ``text_cleaning`` says
+            (``keras_effattn.clean_text`` for models trained on cleaned IMDB; exports without
+            the entry are not cleaned). False: the texts are already cleaned, use them as given.
 
     Attributes:
         labels: list of class names (logit column order).
         max_length: the packed length texts are truncated to.
         metadata: the model's keras_effattn metadata (see `export.metadata`).
+        text_cleaning: the cleaning applied before tokenizing (``"none"`` when ``clean=False``).
         last_stats: timings of the last `predict` call (texts, batches, total_ms,
-            per_text_ms, tokenize_ms).
+            per_text_ms, tokenize_ms, clean_ms).
 
     Raises:
-        FileNotFoundError: the folder, ``model.onnx`` or a tokenizer file is missing.
+        FileNotFoundError: the folder, ``model.onnx`` or a tokenizer file is missing, or the
+            model asks for ``keras_effattn.clean_text`` and its file cannot be found.
         ValueError: ``model.onnx`` is corrupt or not a keras_effattn export, or the tokenizer
             files do not belong to it.
 
@@ -61,7 +134,7 @@ class Predictor:
     ```
     """
 
-    def __init__(self, model_dir, batch_size=16, threads=None, padding=None):
+    def __init__(self, model_dir, batch_size=16, threads=None, padding=None, clean=True):
         model_dir = os.fspath(model_dir)
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(
@@ -115,17 +188,21 @@ class Predictor:
         if padding is None:
             padding = "longest" if self.metadata["padding_invariant"] else "max_length"
         self.padding = padding
+        self.text_cleaning = self.metadata["text_cleaning"] if clean else "none"
+        self.clean_text = text_cleaner(self.text_cleaning)
         self.last_stats = {}
 
     def predict_logits(self, texts):
         """Logits ``[N, num_classes]`` (float32) for a list of texts, in input order."""
         texts = _check_texts(texts)
+        start_time = time.perf_counter()
+        texts = [self.clean_text(t) for t in texts]
+        clean_seconds = time.perf_counter() - start_time
         logits = np.zeros((len(texts), len(self.labels)), np.float32)
         # Group similar lengths so padding to each batch's longest text wastes little.
         order = np.argsort([len(t) for t in texts], kind="stable")
         if self.padding == "max_length":
             order = np.arange(len(texts))
-        start_time = time.perf_counter()
         tokenize_seconds, batches = 0.0, 0
         for start in range(0, len(texts), self.batch_size):
             index = order[start : start + self.batch_size]
@@ -146,6 +223,7 @@ class Predictor:
             "total_ms": 1000 * total,
             "per_text_ms": 1000 * total / max(len(texts), 1),
             "tokenize_ms": 1000 * tokenize_seconds,
+            "clean_ms": 1000 * clean_seconds,
         }
         return logits
 
@@ -229,6 +307,11 @@ def _parse_args(argv):
     parser.add_argument(
         "--skip_empty", action="store_true", help="Skip empty lines instead of failing."
     )
+    parser.add_argument(
+        "--no_clean",
+        action="store_true",
+        help="Texts are already cleaned: skip the text cleaning the model's metadata asks for.",
+    )
     return parser.parse_args(argv)
 
 
@@ -264,7 +347,12 @@ def main(argv=None):
             texts = [t for t in args.texts if t.strip() or not args.skip_empty]
         else:
             texts = _read_lines(sys.stdin, "stdin", args.skip_empty)
-        predictor = Predictor(args.model_dir, batch_size=args.batch_size, threads=args.threads)
+        predictor = Predictor(
+            args.model_dir,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            clean=not args.no_clean,
+        )
         results = predictor.predict(texts)
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -279,7 +367,8 @@ def main(argv=None):
     print(
         f"{stats['texts']} text(s) in {stats['batches']} batch(es): {stats['total_ms']:.1f} ms, "
         f"{stats['per_text_ms']:.2f} ms/text ({predictor.metadata['precision']}, padding "
-        f"{predictor.padding}, tokenization {stats['tokenize_ms']:.1f} ms)",
+        f"{predictor.padding}, cleaning {predictor.text_cleaning} {stats['clean_ms']:.1f} ms, "
+        f"tokenization {stats['tokenize_ms']:.1f} ms)",
         file=sys.stderr,
     )
     return 0

@@ -1,10 +1,11 @@
 """Exports a trained keras_effattn text classifier to ONNX, verified against Keras.
 
 Writes into ``--output_dir``: ``model.onnx`` (dynamic batch and sequence axes, metadata: labels,
-max length, tokenizer kind and vocab hash, attention spec, checkpoint hash, versions), the
-tokenizer files the TensorFlow-free predictor needs (``vocab.txt``, ``tokenizer.json``) and
-``export_report.json``. The model is verified with onnxruntime on real texts over several batch
-sizes and lengths: a maximum absolute logit difference for fp32, label agreement for int8/fp16.
+max length, tokenizer kind and vocab hash, text cleaning, attention spec, checkpoint hash,
+versions), the tokenizer files the TensorFlow-free predictor needs (``vocab.txt``,
+``tokenizer.json``) and ``export_report.json``. The model is verified with onnxruntime on real
+texts, cleaned as the predictor will clean them (``--text_cleaning``), over several batch sizes
+and lengths: a maximum absolute logit difference for fp32, label agreement for int8/fp16.
 Exit status: 0 on success; 2 for bad input (a missing file, a bad flag value); 1 when
 verification fails, in which case the command writes nothing final (the report goes
 to ``export_report.failed.json`` for diagnosis) and leaves an earlier export untouched.
@@ -36,6 +37,7 @@ from export import fusion as fusion_lib
 from export import metadata as meta
 from export import quantize as quantize_lib
 from export import verify
+from export.predict import text_cleaner
 from export.tokenizer import WordPieceTokenizer, sha256_file
 
 MODEL_FILE = "model.onnx"
@@ -338,6 +340,7 @@ def export_onnx(
     max_abs_diff=1e-4,
     min_agreement=0.99,
     source_path=None,
+    text_cleaning=meta.CLEAN_TEXT,
 ):
     """Exports, verifies and writes a classifier for TensorFlow-free deployment.
 
@@ -346,7 +349,8 @@ def export_onnx(
             tokenizer, ``sequence_length``), called on id inputs and returning logits [B, C].
         output_dir: folder for ``model.onnx``, ``vocab.txt``, ``tokenizer.json`` and
             ``export_report.json`` (created if missing).
-        texts: list of str, at least 8 real texts used for verification.
+        texts: list of str, at least 8 real texts used for verification, raw (as deployment
+            will see them): they are cleaned as `text_cleaning` says before verification.
         labels: optional list of int gold labels for `texts`; adds accuracy and the
             quantisation accuracy delta to the report.
         label_names: optional list of class names (default ``class_0`` ...).
@@ -362,6 +366,11 @@ def export_onnx(
             model (fp32 must agree on every label).
         source_path: optional path of the ``.keras`` file, hashed into the metadata; without it
             the weights are hashed.
+        text_cleaning: ``"keras_effattn.clean_text"`` (default: the model was trained on text
+            cleaned by `keras_effattn.data.clean_text`, as ``read_imdb(clean=True)``, the
+            default, gives) or ``"none"`` (trained on raw text). Recorded in the metadata; the
+            predictor cleans each text with it before tokenizing, and verification runs on
+            texts cleaned the same way (`export.predict.text_cleaner`).
 
     Returns:
         The report dict (also written as ``export_report.json``).
@@ -383,7 +392,16 @@ def export_onnx(
     _check_opset(opset)
     if fusion not in fusion_lib.FUSION_LEVELS:
         raise ValueError(f"fusion must be one of {fusion_lib.FUSION_LEVELS}, got {fusion!r}.")
+    if text_cleaning not in meta.TEXT_CLEANINGS:
+        raise ValueError(
+            f"text_cleaning must be one of {meta.TEXT_CLEANINGS}, got {text_cleaning!r}: "
+            f"'{meta.CLEAN_TEXT}' for a model trained on cleaned text (read_imdb's default "
+            "clean=True), 'none' for one trained on raw text."
+        )
     texts = _check_texts(texts)
+    # Verify on what deployment feeds the model: the predictor's own cleaning of raw texts.
+    clean = text_cleaner(text_cleaning)
+    texts = [clean(t) for t in texts]
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(texts),):
@@ -456,6 +474,7 @@ def export_onnx(
             "versions": package_versions(),
             "opset": opset,
             "fusion": fusion if optimize else "none",
+            "text_cleaning": text_cleaning,
         }
         _write_metadata(final_path, values)
         tokenizer.save(staging)
@@ -469,6 +488,7 @@ def export_onnx(
             "inputs": input_names,
             "labels": label_names,
             "max_length": tokenizer.sequence_length,
+            "text_cleaning": text_cleaning,
             "attention_spec": values["attention_spec"],
             "source_sha256": values["source_sha256"],
             "vocab_sha256": values["vocab_sha256"],
@@ -533,8 +553,15 @@ def _flags():
         "Pattern fusions after optimisation: all (layer norm, GELU, attention; onnxruntime "
         "contrib ops), portable (layer norm only, standard ONNX) or none.",
     )
+    flags.DEFINE_enum(
+        "text_cleaning", meta.CLEAN_TEXT, list(meta.TEXT_CLEANINGS),
+        "Cleaning the model was trained with, recorded for the predictor: "
+        f"{meta.CLEAN_TEXT} (read_imdb's default) or none (trained on raw text).",
+    )
     flags.DEFINE_string(
-        "texts", None, "Verification texts, one per line (default: IMDB test reviews)."
+        "texts", None,
+        "Verification texts, one per line, raw (default: IMDB test reviews); cleaned as "
+        "--text_cleaning says.",
     )
     flags.DEFINE_string(
         "data_dir", str(REPO_ROOT.parent / "shared" / "data"), "Folder with aclImdb_v1.tar.gz."
@@ -564,6 +591,7 @@ def _verification_texts(flag_values):
         "test",
         max_per_class=max(4, flag_values.num_texts // 2),
         seed=flag_values.seed,
+        clean=False,  # raw, as deployment sees them; export_onnx applies --text_cleaning
     )
     return list(data.texts), np.asarray(data.labels)
 
@@ -595,6 +623,7 @@ def main(argv):
             max_abs_diff=flag_values.max_abs_diff,
             min_agreement=flag_values.min_agreement,
             source_path=flag_values.model,
+            text_cleaning=flag_values.text_cleaning,
         )
     except ParityError as error:
         print(f"export failed: {error}", file=sys.stderr)

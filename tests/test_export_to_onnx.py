@@ -2,6 +2,7 @@
 atomic failure, float32 loading and the CLI."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import keras_effattn
 from export import metadata as meta
 from export import to_onnx, verify
 from export.tokenizer import WordPieceTokenizer
+from keras_effattn.data.cleaning import clean_text
 from tests.conftest import REPO_ROOT
 from tests.export_helpers import ALL_KINDS, LABELS, MAX_LENGTH, exported, imdb, tiny_classifier
 
@@ -93,6 +95,46 @@ def test_metadata_names_everything_the_predictor_needs():
     assert values["source_sha256"] == to_onnx.weights_sha256(model)
     assert {"tensorflow", "tf2onnx", "onnxruntime", "keras_effattn"} <= set(values["versions"])
     assert values["padding_invariant"] is True
+    assert values["text_cleaning"] == report["text_cleaning"] == "keras_effattn.clean_text"
+
+
+def test_text_cleaning_metadata_round_trip():
+    base = {"format": meta.FORMAT, "labels": LABELS, "max_length": 8, "inputs": ["token_ids"],
+            "tokenizer": {"kind": "x"}, "precision": "fp32"}
+    for value in meta.TEXT_CLEANINGS:
+        props = meta.to_props({**base, "text_cleaning": value})
+        assert props["keras_effattn.text_cleaning"] == value
+        assert meta.from_props(props)["text_cleaning"] == value
+    assert meta.from_props(meta.to_props(base))["text_cleaning"] == "none"  # older exports
+    with pytest.raises(ValueError, match="text_cleaning 'lowercase' is not one"):
+        meta.from_props(meta.to_props({**base, "text_cleaning": "lowercase"}))
+
+
+@pytest.mark.parametrize("text_cleaning", ["keras_effattn.clean_text", "none"])
+def test_verification_sees_the_texts_the_predictor_will(tmp_path, monkeypatch, text_cleaning):
+    # Conversion is replaced by a copy of a cached export; verification records its texts.
+    folder, model, _ = exported(ALL_KINDS)
+    seen = []
+
+    def convert(model, path, opset=to_onnx.DEFAULT_OPSET):
+        pathlib.Path(path).write_bytes((folder / "model.onnx").read_bytes())
+        return ["token_ids", "padding_mask"]
+
+    def verify_export(model, preprocessor, tokenizer, fp32_path, final_path, texts, **kwargs):
+        seen.extend(texts)
+        raise RuntimeError("stop after recording the texts")
+
+    monkeypatch.setattr(to_onnx, "convert_to_onnx", convert)
+    monkeypatch.setattr(to_onnx.verify, "verify_export", verify_export)
+    texts, _ = imdb(per_class=4)
+    texts[0] = "A <i>great</i> film &amp; cast!!!<br /><br />Loved it."
+    with pytest.raises(RuntimeError, match="stop after"):
+        to_onnx.export_onnx(
+            model, tmp_path / "out", texts, optimize=False, text_cleaning=text_cleaning
+        )
+    expected = [clean_text(t) for t in texts] if text_cleaning != "none" else texts
+    assert seen == expected
+    assert (seen[0] == "A great film & cast! Loved it.") == (text_cleaning != "none")
 
 
 @pytest.mark.slow
@@ -144,9 +186,10 @@ def test_failed_parity_writes_nothing_final(tmp_path, monkeypatch):
         ({"texts": "one string"}, "list of real texts"),
         ({"label_names": ["a", "b", "c"]}, "label_names"),
         ({"labels": [0, 1]}, "labels"),
+        ({"text_cleaning": "lowercase"}, "text_cleaning must be one of"),
     ],
     ids=["quantize", "opset", "fusion", "tolerance", "agreement", "few-texts", "str-texts", "label-names",
-         "labels"],
+         "labels", "text-cleaning"],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
     _, model, _ = exported(ALL_KINDS)

@@ -10,9 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from export import metadata as meta
 from export import predict as predict_lib
 from export import verify
 from export.predict import Predictor
+from keras_effattn.data.cleaning import clean_text
 from tests.conftest import REPO_ROOT
 from tests.export_helpers import ALL_KINDS, LABELS, exported, imdb
 
@@ -31,14 +33,19 @@ def copy_of_export(export, tmp_path):
     return folder
 
 
+def clean(texts):
+    return [clean_text(t) for t in texts]
+
+
 def test_predictions_on_real_reviews_equal_the_keras_pipeline(export):
     folder, model, _ = export
     texts, _ = imdb(per_class=6, seed=3, clean=True)
     texts += ["Short.", "A wonderful, moving film — I loved it!", "Café noir… très bien"]
     predictor = Predictor(folder, batch_size=4)
     results = predictor.predict(texts)
-    packed = {k: np.asarray(v) for k, v in model.preprocessor(texts).items()}
-    reference = verify.run_keras(model, packed)  # KerasHub tokenization + Keras model
+    # The training pipeline: clean_text (read_imdb), KerasHub tokenization, the Keras model.
+    packed = {k: np.asarray(v) for k, v in model.preprocessor(clean(texts)).items()}
+    reference = verify.run_keras(model, packed)
     np.testing.assert_allclose(predictor.predict_logits(texts), reference, atol=1e-4)
     probabilities = predict_lib.softmax(reference)
     for result, row in zip(results, probabilities):
@@ -48,6 +55,77 @@ def test_predictions_on_real_reviews_equal_the_keras_pipeline(export):
     assert predictor.last_stats["texts"] == len(texts)
     assert predictor.last_stats["batches"] == 4
     assert predictor.last_stats["per_text_ms"] > 0
+
+
+RAW_REVIEW = (
+    "A <i>great</i> film &amp; a fine cast!!!<br /><br />Loved it&hellip; "
+    "Tom &amp; Jerry would approve.<br />10/10"
+)
+
+
+def test_raw_reviews_are_cleaned_as_in_training(export):
+    # Training saw clean_text(raw) (read_imdb's default); the predictor must see the same.
+    folder, model, _ = export
+    raw, _ = imdb(per_class=6, seed=3)  # raw IMDB: most reviews hold <br /> tags
+    # From just before the first tag: the tiny model sees only 32 tokens.
+    raw = [RAW_REVIEW] + [t[max(0, t.index("<br") - 50) :] for t in raw if "<br" in t][:3]
+    cleaned = clean(raw)
+    predictor = Predictor(folder, batch_size=2)
+    assert predictor.text_cleaning == meta.CLEAN_TEXT
+    tokenizer = predictor.tokenizer
+    assert (tokenizer(raw)["token_ids"] != tokenizer(cleaned)["token_ids"]).any(-1).all()
+    packed = {k: np.asarray(v) for k, v in model.preprocessor(cleaned).items()}
+    np.testing.assert_allclose(
+        predictor.predict_logits(raw), verify.run_keras(model, packed), atol=1e-4
+    )
+    # clean=False (texts already cleaned) feeds the texts as given.
+    unclean = Predictor(folder, batch_size=2, clean=False)
+    assert unclean.text_cleaning == "none"
+    np.testing.assert_allclose(
+        unclean.predict_logits(cleaned), predictor.predict_logits(raw), atol=1e-5
+    )
+    packed_raw = {k: np.asarray(v) for k, v in model.preprocessor(raw).items()}
+    np.testing.assert_allclose(
+        unclean.predict_logits(raw), verify.run_keras(model, packed_raw), atol=1e-4
+    )
+
+
+def test_cli_no_clean(export, capsys):
+    folder = str(export[0])
+    assert predict_lib.main(["--model_dir", folder, "--json", RAW_REVIEW]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["text"] == RAW_REVIEW and f"cleaning {meta.CLEAN_TEXT}" in err
+    assert predict_lib.main(["--model_dir", folder, "--no_clean", RAW_REVIEW]) == 0
+    assert "cleaning none" in capsys.readouterr()[1]
+
+
+def test_export_without_text_cleaning_metadata_is_not_cleaned(copy_of_export):
+    # Exports written before the key existed were verified on raw text: read as "none".
+    model_file = copy_of_export / "model.onnx"
+    model = onnx.load(str(model_file))
+    kept = [p for p in model.metadata_props if p.key != meta.PREFIX + "text_cleaning"]
+    assert len(kept) == len(model.metadata_props) - 1
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(model_file))
+    old = Predictor(copy_of_export)
+    assert old.metadata["text_cleaning"] == old.text_cleaning == "none"
+    np.testing.assert_array_equal(
+        old.predict_logits([RAW_REVIEW]),
+        Predictor(copy_of_export, clean=False).predict_logits([RAW_REVIEW]),
+    )
+
+
+def test_missing_cleaning_file_names_the_fix(export, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_lib.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(predict_lib, "_CHECKOUT_PACKAGE", tmp_path / "keras_effattn")
+    predict_lib.load_clean_text.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match=r"cleaning\.py.*pip install --no-deps"):
+            Predictor(export[0])
+        assert Predictor(export[0], clean=False).predict(["fine"])  # the stated way out
+    finally:
+        predict_lib.load_clean_text.cache_clear()
 
 
 def test_batching_padding_and_order_do_not_change_results(export):
@@ -155,11 +233,15 @@ def test_bad_texts(export):
 
 
 def test_predictor_never_imports_tensorflow(export):
+    # The cleaning path included: keras_effattn's cleaning.py is loaded without the package.
     code = (
         "import sys\n"
         "from export.predict import Predictor\n"
-        "results = Predictor(sys.argv[1]).predict(['A fine film.', 'Dull.'])\n"
+        "predictor = Predictor(sys.argv[1])\n"
+        "assert predictor.text_cleaning == 'keras_effattn.clean_text', predictor.text_cleaning\n"
+        "results = predictor.predict(['A fine film.<br /><br />Tom &amp; Jerry!', 'Dull.'])\n"
         "assert len(results) == 2\n"
+        "assert predictor.clean_text('a<br />b &amp; c') == 'a b & c'\n"
         "loaded = [m for m in ('tensorflow', 'keras', 'keras_hub', 'tf2onnx', 'keras_effattn')\n"
         "          if m in sys.modules]\n"
         "sys.exit(f'imported {loaded}' if loaded else 0)\n"
