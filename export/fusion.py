@@ -427,8 +427,7 @@ def _projection(g, head_tensor):
     nodes = {id(product), id(reshape), id(squeeze)} | ({id(add)} if add is not None else set())
     return {"x2d": product.input[0], "weight": weight.astype(np.float32),
             "bias": bias.reshape(-1).astype(np.float32), "heads": heads, "size": size,
-            "nodes": nodes,
-            "reshape": reshape, "shape_input": reshape.input[1]}
+            "nodes": nodes}
 
 
 def _transpose(g, name, perm):
@@ -578,7 +577,9 @@ def _match_attention(g, softmax, shape_info):
         return None
     # Output: ctx [B, N, T, H] -> (Unsqueeze) -> Transpose -> Reshape to rows [B*T, N*H].
     heads, size = q["heads"], q["size"]
-    layout, tensor, chain = ["B", "N", "T", "H"], pv.output[0], []
+    # layouts: each tensor of the chain -> its axes, for the Shape nodes that read them.
+    layout, tensor = ["B", "N", "T", "H"], pv.output[0]
+    layouts = {tensor: layout}
     while True:
         users = g.consumers.get(tensor, [])
         data_users = [u for u in users if u.op_type != "Shape"]
@@ -589,6 +590,7 @@ def _match_attention(g, softmax, shape_info):
             axes = g.constant(node.input[1]) if len(node.input) > 1 else None
             if axes is None:
                 return None
+            layout = list(layout)
             for axis in sorted(int(a) % (len(layout) + axes.size) for a in axes.reshape(-1)):
                 layout.insert(axis, 1)
         elif node.op_type == "Transpose":
@@ -597,8 +599,9 @@ def _match_attention(g, softmax, shape_info):
             break
         else:
             return None
-        chain.append((tensor, node))
+        nodes.add(id(node))
         tensor = node.output[0]
+        layouts[tensor] = layout
     final_reshape = node
     if [d for d in layout if d != 1] != ["B", "T", "N", "H"]:
         return None
@@ -614,23 +617,9 @@ def _match_attention(g, softmax, shape_info):
         if weight is None or weight.ndim != 2 or \
                 weight.shape[1 if trans_b else 0] != heads * size:
             return None
-    shape_users = []  # Shape nodes reading tensors the fusion removes (tf2onnx's shape maths)
-    layouts = {pv.output[0]: ["B", "N", "T", "H"]}
-    probe = ["B", "N", "T", "H"]
-    for tensor, node in chain:
-        if node.op_type == "Unsqueeze":
-            axes = g.constant(node.input[1])
-            probe = list(probe)
-            for axis in sorted(int(a) % (len(probe) + axes.size) for a in axes.reshape(-1)):
-                probe.insert(axis, 1)
-        else:
-            probe = [probe[p] for p in g.attrs(node)["perm"]]
-        layouts[node.output[0]] = probe
-        nodes.add(id(node))
-    for tensor, dims in layouts.items():
-        for user in g.consumers.get(tensor, []):
-            if user.op_type == "Shape":
-                shape_users.append((user, dims))
+    # Shape nodes reading tensors the fusion removes (tf2onnx's shape maths) are rebuilt.
+    shape_users = [(user, dims) for tensor, dims in layouts.items()
+                   for user in g.consumers.get(tensor, []) if user.op_type == "Shape"]
     nodes.add(id(final_reshape))
     handled = nodes | {id(user) for user, _ in shape_users}
     for node_id in nodes:  # nothing outside the block may read what the fusion removes
@@ -639,6 +628,7 @@ def _match_attention(g, softmax, shape_info):
                 return None
             if name != rows and any(id(u) not in handled for u in g.consumers.get(name, [])):
                 return None
+    nodes = handled  # the Shape nodes are replaced too (their outputs keep their names)
     return {"nodes": nodes, "x": x, "q": q, "k": k, "v": v, "scale": scale, "keep": keep,
             "rows": rows, "heads": heads, "size": size, "shape_users": shape_users}
 
@@ -695,7 +685,6 @@ def _attention_nodes(g, match, tag):
             nodes.append(helper.make_node(
                 "Concat", [pieces[d] for d in picked], list(user.output), axis=0,
                 name=f"{user.name or tag}_rebuilt"))
-            match["nodes"].add(id(user))
     return nodes
 
 
