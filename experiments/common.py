@@ -1,13 +1,21 @@
-"""What the experiment scripts share: the repository-relative data paths and common absl flags.
+"""What the experiment scripts share: data paths, common absl flags, the command-line contract.
 
 The shared data live in ``../shared/data`` beside the repository (``aclImdb_v1.tar.gz``,
 ``glue/``, ``wikitext-2/``); `--data_dir` overrides it. Run folders go under ``runs/`` (ignored by
 git) unless `--output_dir` says otherwise.
+
+Every script ends with ``common.run(main)``: the exit-status contract of `export.cli` (0 ok; 2
+and one line on stderr for bad input; 1 and a traceback for an internal error) and the
+``--verbose`` flag. Scripts check their flags with `check_attention_spec`, `data_dir` and the
+like before they write anything or read any data.
 """
 
 import pathlib
+import re
 
 from absl import flags
+
+from export import cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -15,6 +23,8 @@ RUNS_DIR = REPO_ROOT / "runs"
 IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 GLUE_FOLDER = "glue"
 COMMON_FLAGS = ("data_dir", "output_dir", "overwrite", "seed")
+UsageError = cli.UsageError
+run = cli.run_absl
 
 
 def define_common_flags():
@@ -52,3 +62,61 @@ def display_path(path):
         return str(path.relative_to(pathlib.Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def check_attention_spec(spec, flag="--attention"):
+    """Parses `spec` and constructs each distinct layer once: a typo fails here, before any work.
+
+    Catches unknown kinds, bad syntax and unknown or invalid options (the layer constructors
+    check those). What depends on the model (the layer count, ``k`` against the sequence length)
+    is checked when the model is built.
+
+    Returns:
+        The canonical spec string.
+
+    Raises:
+        UsageError: the spec is not valid, naming `flag`, the value and the fix.
+    """
+    from keras_effattn.layers import spec as spec_lib
+
+    try:
+        layers = spec_lib.parse_attention_spec(spec)
+        for layer in dict.fromkeys(layers):
+            spec_lib.make_attention(layer, num_heads=2, key_dim=8)
+    except (ValueError, TypeError) as error:
+        raise UsageError(
+            f"{flag}={spec!r} is not a valid attention spec: {cli.describe(error)} (examples: "
+            "'exact', 'exact*4,favor(num_features=128)*2', 'lowrank(k=64)')"
+        ) from error
+    return spec_lib.format_attention_spec(layers)
+
+
+def safe_name(text):
+    """`text` as a portable folder name: characters other than ``[A-Za-z0-9._=-]`` become ``-``.
+
+    Example: ``"exact*4,favor(num_features=64)*2"`` -> ``"exact-4-favor-num_features=64-2"``.
+    """
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", str(text)).strip("-.")
+    return name or "run"
+
+
+def load_model(path):
+    """A saved ``.keras`` model for inference: loaded without compiling.
+
+    Compiling would rebuild the optimizer and warn that its saved variables were skipped;
+    inference needs neither.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+    """
+    import keras
+
+    import keras_effattn  # noqa: F401 - registers the attention layers for deserialisation
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No saved model at {path}; pass the run folder of a finished training run "
+            "(it holds model.keras)."
+        )
+    return keras.saving.load_model(path, compile=False)

@@ -13,38 +13,50 @@ Examples:
     python -m experiments.train --train_per_class=64 --eval_per_class=32 --max_length=64 \\
         --attention="exact*4,favor(num_features=64)*2" --output_dir=runs/quick
     python -m experiments.train --dataset=glue/sst2 --train_per_class=2000 --max_length=64
+    python -m experiments.train --dataset=glue/stsb --train_per_class=4000 --max_length=128
+
+GLUE tasks are evaluated with their own classes and metrics: MNLI has three classes (evaluated
+on dev_matched), STS-B is a regression task (one output, mean squared error, Pearson and
+Spearman correlation; there `--train_per_class`/`--eval_per_class` count examples).
+Exit status: 0 on success, 2 with one line on stderr for bad input (flags, paths, the attention
+spec, data), checked before anything is written; 1 with a traceback for an internal error.
 """
 
-import sys
+import pathlib
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
 _DEFINED_BEFORE = set(flags.FLAGS)
 # --- data ---
-flags.DEFINE_string("dataset", "imdb", "imdb, or glue/<task> for cola, sst2, mrpc, rte.")
-flags.DEFINE_string("data_source", None,
-                    "IMDB folder/.tar.gz, 'tfds', or a GLUE folder (default: in --data_dir).")
-flags.DEFINE_integer("train_per_class", 2000, "Balanced training examples per class (0: all).")
-flags.DEFINE_integer("eval_per_class", 1000, "Balanced held-out examples per class (0: all).")
+flags.DEFINE_string("dataset", "imdb", "imdb, or glue/<task> (cola, sst2, mrpc, qqp, stsb, "
+                    "mnli, qnli, rte, wnli).")
+flags.DEFINE_string("data_source", None, "IMDB folder/.tar.gz, 'tfds', or a GLUE folder "
+                    "(default: in --data_dir; when given, --data_dir is not needed).")
+flags.DEFINE_integer("train_per_class", 2000, "Balanced training examples per class (0: all).",
+                     lower_bound=0)
+flags.DEFINE_integer("eval_per_class", 1000, "Balanced held-out examples per class (0: all).",
+                     lower_bound=0)
 flags.DEFINE_integer("val_per_class", 0, "Validation examples per class taken from the "
-                     "training split (0: none); enables early stopping and --restore_best.")
+                     "training split (0: none); enables early stopping and --restore_best.",
+                     lower_bound=0)
 # --- model ---
 flags.DEFINE_string("backbone", "minilm-l6", "minilm-l6, a Hugging Face/KerasHub folder, a "
                     "KerasHub preset, or 'tiny' (a 2-layer random-init DistilBERT).")
 flags.DEFINE_string("attention", "exact", "Attention spec, e.g. exact, "
                     "'exact*4,favor(num_features=128)*2', 'lowrank(k=64)'.")
-flags.DEFINE_integer("max_length", 256, "Token sequence length (longer texts are truncated).")
+flags.DEFINE_integer("max_length", 256, "Token sequence length (longer texts are truncated).",
+                     lower_bound=2)
 flags.DEFINE_enum("pooling", "mean", ["mean", "cls"], "Sentence pooling of the classifier.")
 flags.DEFINE_float("dropout", 0.1, "Classifier-head dropout.")
 flags.DEFINE_float("backbone_dropout", None, "Override the backbone's dropout rate.")
 flags.DEFINE_integer("head_hidden_dim", 0, "Hidden ReLU layer in the head (0: none, linear).")
 # --- optimisation ---
-flags.DEFINE_integer("epochs", 1, "Epochs.")
-flags.DEFINE_integer("batch_size", 16, "Global batch size.")
-flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size.")
-flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.")
+flags.DEFINE_integer("epochs", 1, "Epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("optimizer", "adamw", ["adamw", "adam", "sgd"], "Optimiser.")
 flags.DEFINE_enum("schedule", "linear", ["linear", "cosine", "constant"], "Decay after warmup.")
 flags.DEFINE_float("warmup_ratio", 0.1, "Warmup as a fraction of all steps.")
@@ -76,41 +88,88 @@ common.define_common_flags()
 
 FLAGS = flags.FLAGS
 FLAG_NAMES = sorted((set(FLAGS) - _DEFINED_BEFORE) | set(common.COMMON_FLAGS))
-GLUE_SINGLE = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE"}
+GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 
 
-def load_data(settings):
-    """Train / evaluation / validation `TextDataset`s for the flags."""
+def glue_task(dataset):
+    """The `GlueTask` of ``--dataset=glue/<task>``, or None for another dataset."""
+    if not dataset.startswith("glue/"):
+        return None
+    from keras_effattn.data.glue import glue_task as lookup
+
+    return lookup(dataset[5:])
+
+
+def check_settings(settings):
+    """Checks the flags that need no data; raises `common.UsageError` naming flag and fix.
+
+    Runs before anything is written or read, so a typo costs nothing.
+
+    Returns:
+        The data source: the given ``--data_source``, or its default inside ``--data_dir``.
+    """
+    name = settings["dataset"]
+    if name != "imdb" and not (name.startswith("glue/") and
+                               name[5:].replace("-", "").lower() in GLUE_TASK_NAMES):
+        raise common.UsageError(
+            f"--dataset={name!r} is not supported; use imdb or glue/<task> with task in "
+            f"{list(GLUE_TASK_NAMES)}."
+        )
+    common.check_attention_spec(settings["attention"])
+    if not settings["val_per_class"] and (
+            settings["restore_best"] or settings["early_stopping_patience"] is not None):
+        raise common.UsageError(
+            "--restore_best and --early_stopping_patience watch the validation loss; "
+            "add --val_per_class=N."
+        )
+    source = settings["data_source"]
+    if source is None:
+        root = common.data_dir(settings["data_dir"])
+        return root / (common.IMDB_ARCHIVE if name == "imdb" else common.GLUE_FOLDER)
+    if source != "tfds" and not pathlib.Path(source).exists():
+        raise FileNotFoundError(
+            f"--data_source {source!r} does not exist; pass the IMDB folder or "
+            "aclImdb_v1.tar.gz, a GLUE folder holding <Task>/{train,dev}.tsv, or 'tfds'."
+        )
+    return source
+
+
+def _read_size(settings):
+    """Examples per class to read for training: the training and the validation examples."""
+    if not settings["train_per_class"]:
+        return 0  # all of them
+    return settings["train_per_class"] + settings["val_per_class"]
+
+
+def _subset(dataset, per_class, seed):
+    """`per_class` examples of each class (of a regression task: in all); all when 0 or fewer."""
     from keras_effattn import data
 
-    root = common.data_dir(settings["data_dir"])
+    size = per_class * max(dataset.num_classes, 1)
+    if not per_class or size >= len(dataset):
+        return dataset
+    return data.stratified_subset(dataset, size, seed, balanced=not dataset.is_regression)
+
+
+def load_data(settings, source=None):
+    """Train / evaluation / validation `TextDataset`s for the flags (`source`: see
+    `check_settings`, which gives it when None)."""
+    from keras_effattn import data
+
+    source = check_settings(settings) if source is None else source
     seed = settings["seed"]
-    name = settings["dataset"]
-    if name == "imdb":
-        source = settings["data_source"] or root / common.IMDB_ARCHIVE
-        per_class = settings["train_per_class"] + settings["val_per_class"]
-        train = data.read_imdb(source, "train", per_class or None, seed=seed)
+    task = glue_task(settings["dataset"])
+    if task is None:
+        train = data.read_imdb(source, "train", _read_size(settings) or None, seed=seed)
         evaluation = data.read_imdb(source, "test", settings["eval_per_class"] or None,
                                     seed=seed + 1)
-    elif name.startswith("glue/") and name[5:] in GLUE_SINGLE:
-        source = settings["data_source"] or root / common.GLUE_FOLDER
-        task = GLUE_SINGLE[name[5:]]
-        train = data.read_glue(task, source, "train")
-        evaluation = data.read_glue(task, source, "dev")
-        per_class = settings["train_per_class"] + settings["val_per_class"]
-        if per_class and per_class * train.num_classes < len(train):
-            train = data.stratified_subset(train, per_class * train.num_classes, seed, True)
-        if settings["eval_per_class"] and settings["eval_per_class"] * 2 < len(evaluation):
-            evaluation = data.stratified_subset(
-                evaluation, settings["eval_per_class"] * 2, seed, True)
     else:
-        raise ValueError(
-            f"--dataset={name!r} is not supported; use imdb or glue/<task> with task in "
-            f"{sorted(GLUE_SINGLE)}."
-        )
+        train = _subset(data.read_glue(task.name, source, "train"), _read_size(settings), seed)
+        evaluation = _subset(data.read_glue(task.name, source, task.dev_splits[0]),
+                             settings["eval_per_class"], seed)
     validation = None
     if settings["val_per_class"]:
-        size = settings["val_per_class"] * train.num_classes
+        size = settings["val_per_class"] * max(train.num_classes, 1)
         train, validation = _hold_out(train, size, seed)
     return train, evaluation, validation
 
@@ -118,6 +177,11 @@ def load_data(settings):
 def _hold_out(dataset, size, seed):
     from keras_effattn import data
 
+    if size >= len(dataset):
+        raise common.UsageError(
+            f"--val_per_class asks for {size} validation examples but only {len(dataset)} "
+            "training examples were read; lower --val_per_class or raise --train_per_class."
+        )
     fraction = size / len(dataset)
     train, validation = data.stratified_split(dataset, (1 - fraction, fraction), seed=seed)
     return train, validation
@@ -129,10 +193,10 @@ def build_config(settings):
     keys = ("dataset", "train_per_class", "eval_per_class", "val_per_class", "backbone",
             "attention", "max_length", "pooling", "dropout", "backbone_dropout",
             "head_hidden_dim")
-    name = settings["name"] or (
-        f"{settings['dataset'].replace('/', '-')}_{settings['backbone']}_"
-        f"{settings['attention']}_L{settings['max_length']}".replace(" ", "")
-    )
+    name = common.safe_name(settings["name"] or (
+        f"{settings['dataset']}_{pathlib.Path(settings['backbone']).name}_"
+        f"{settings['attention']}_L{settings['max_length']}"
+    ))
     return TrainConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -166,6 +230,7 @@ def build_config(settings):
 
 
 def model_builder(settings, num_classes):
+    """A no-argument builder of the classifier (one output, a regressor, for ``num_classes=0``)."""
     from keras_effattn.models import build_classifier
 
     source = settings["backbone"]
@@ -177,7 +242,7 @@ def model_builder(settings, num_classes):
         return build_classifier(
             source,
             attention=settings["attention"],
-            num_classes=num_classes,
+            num_classes=num_classes or 1,
             max_length=settings["max_length"],
             dropout=settings["dropout"],
             pooling=settings["pooling"],
@@ -189,20 +254,31 @@ def model_builder(settings, num_classes):
 
 
 def summary_table(results, folder):
+    from keras_effattn.training import report
+
     ev, tr = results["evaluation"], results["training"]
     energy = results.get("energy") or {}
+    if results.get("task") == "regression":
+        quality = [
+            ("pearson", f"{ev['pearson']:.4f} on {ev['num_examples']} held-out examples"),
+            ("spearman", f"{ev['spearman']:.4f}"),
+            ("RMSE", f"{ev['rmse']:.4f}"),
+        ]
+    else:
+        quality = [
+            ("accuracy", f"{ev['accuracy']:.4f} on {ev['num_examples']} held-out examples"),
+            ("macro F1", f"{ev['macro_f1']:.4f}"),
+        ]
     rows = [
-        ("accuracy", f"{ev['accuracy']:.4f} on {ev['num_examples']} held-out examples"),
-        ("macro F1", f"{ev['macro_f1']:.4f}"),
-        *[(k, f"{v:.4f}") for k, v in ev.get("task_metrics", {}).items()],
-        ("train", f"{tr['num_examples']} examples x {tr['epochs_run']} epoch(s), "
-                  f"{tr['train_seconds']:.0f} s, {tr['train_samples_per_s']:.1f} samples/s"),
-        ("inference", f"{ev['inference']['latency_ms_per_sample']:.1f} ms/sample, "
-                      f"{ev['inference']['samples_per_s']:.1f} samples/s"),
+        *quality,
+        *[(k, f"{v:.4f}") for k, v in ev.get("task_metrics", {}).items()
+          if (k, f"{v:.4f}") not in quality],
+        ("train", (f"{tr['num_examples']} examples x {tr['epochs_run']} epoch(s), "
+                   f"{tr['train_seconds']:.0f} s, {tr['train_samples_per_s']:.1f} samples/s")),
+        ("inference", (f"{ev['inference']['latency_ms_per_sample']:.1f} ms/sample, "
+                       f"{ev['inference']['samples_per_s']:.1f} samples/s")),
         ("peak host RSS", f"{results['peak_host_rss_mb']:.0f} MB"),
-        ("energy", f"{energy['energy_kwh']:.4f} kWh, {energy['emissions_kg_co2']:.4f} kg CO2 "
-                   f"({energy['country_iso_code']})" if energy.get("available")
-         else f"not measured ({energy.get('reason')})"),
+        *report.energy_rows(energy, width=60),  # the figure and how it was obtained
         ("wall time", f"{results['wall_seconds']:.0f} s (this attempt)"),
         ("results", common.display_path(folder)),
     ]
@@ -215,18 +291,20 @@ def summary_table(results, folder):
 def main(argv):
     del argv
     settings = {name: FLAGS[name].value for name in FLAG_NAMES}
+    source = check_settings(settings)
     from keras_effattn.training import train_and_evaluate
 
     config = build_config(settings)
-    train, evaluation, validation = load_data(settings)
+    train, evaluation, validation = load_data(settings, source)
     folder = common.output_dir(settings["output_dir"], "train", config.name)
     task_metrics = None
-    if settings["dataset"].startswith("glue/"):
+    task = glue_task(settings["dataset"])
+    if task is not None:
         import functools
 
         from keras_effattn.training import glue_metrics
 
-        task_metrics = functools.partial(glue_metrics, settings["dataset"][5:])
+        task_metrics = functools.partial(glue_metrics, task.name)
     results = train_and_evaluate(
         config, model_builder(settings, train.num_classes), train, evaluation, folder,
         validation=validation, overwrite=settings["overwrite"], verbose=1,
@@ -237,4 +315,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)
