@@ -19,12 +19,33 @@ def shared_data_dir():
     return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+MISSING_DATA = "missing shared data"
+
+
+def in_ci():
+    """True when the CI variable says this is a CI run (``CI=true``, as `.ci/run` gets it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_shared_data(path):
+    """Returns `path` if it exists; otherwise skips the test, or fails it under CI.
+
+    A CI run that skipped the real-data tests would go green without ever reading IMDB or
+    exporting a model, so there a missing shared data folder is a failure, not a skip.
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        return path
+    message = f"{MISSING_DATA}: {path} not found (set KERAS_EFFATTN_DATA)"
+    if in_ci():
+        pytest.fail(f"{message}; CI must run the real-data tests, so provide the data.",
+                    pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def data_dir():
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (set KERAS_EFFATTN_DATA)")
-    return path
+    return require_shared_data(shared_data_dir())
 
 
 @pytest.fixture(autouse=True)

@@ -59,11 +59,10 @@ def _keras_hub_preprocessor(vocab_path, sequence_length, **tokenizer_kwargs):
 
 @pytest.fixture(scope="module")
 def imdb_raw(request):
-    from tests.conftest import shared_data_dir
+    from tests.conftest import require_shared_data, shared_data_dir
 
     path = shared_data_dir() / "aclImdb_v1.tar.gz"
-    if not path.is_file():
-        pytest.skip(f"IMDB archive not found at {path}")
+    require_shared_data(path)
     data = read_imdb(str(path), "test", max_per_class=150, seed=5, clean=False)
     return list(data.texts)
 

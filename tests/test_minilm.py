@@ -17,11 +17,10 @@ LENGTH = 128
 
 @pytest.fixture(scope="module")
 def reviews():
-    from conftest import shared_data_dir
+    from conftest import require_shared_data, shared_data_dir
 
     archive = shared_data_dir() / "aclImdb_v1.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"IMDB archive not found at {archive}")
+    require_shared_data(archive)
     return read_imdb(archive, "test", max_per_class=3, seed=0).texts
 
 

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -16,7 +17,7 @@ def test_write_json_roundtrip_numpy_and_nonfinite(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
 
 
-def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
+def test_unserialisable_value_leaves_previous_file(tmp_path):
     path = tmp_path / "m.json"
     io.write_json(path, {"v": 1})
 
@@ -27,6 +28,31 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
         io.write_json(path, {"v": Boom()})
     assert io.read_json(path) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+@pytest.mark.parametrize("writer, payload", [
+    (io.write_json, {"v": 2, "long": "x" * 100_000}),
+    (io.write_text, "new text " * 10_000),
+    (io.write_csv, [{"a": i, "b": "y" * 50} for i in range(2_000)]),
+])
+def test_write_failing_mid_file_leaves_previous_file_and_no_temp(tmp_path, monkeypatch, writer,
+                                                                payload):
+    # The failure strikes after bytes went to disk (a full disk at fsync time), which is what a
+    # non-atomic writer (open(path, "w") then write) would turn into a truncated file.
+    path = tmp_path / "m.out"
+    io.write_text(path, "previous\n")
+    written = []
+
+    def failing_fsync(fd):
+        written.append(os.fstat(fd).st_size)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        writer(path, payload)
+    assert written and written[0] > 0  # the new content really was being written
+    assert path.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.out"]
 
 
 def test_atomic_path_exception_keeps_destination_absent(tmp_path):
