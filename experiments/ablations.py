@@ -7,24 +7,30 @@ small models (the only way to vary them); FAVOR+ features, Linformer k and exact
 patterns as attention specs. Every row trains through the one training engine.
 
 Quick (tiny from-scratch model, 512 reviews, length 64, 2 epochs; about ten minutes on 2 CPU
-cores; ``--groups=favor_features`` runs one group):
+cores; ``--groups=favor_features`` runs one group), writes runs/quick/ablations/
+(``--publish``: the tracked results/ablations/):
 
     python -m experiments.ablations --quick
 
-Full (GPU; MiniLM-L6 and 4-layer from-scratch models, 5,000/5,000 reviews, length 256):
+Full (GPU; MiniLM-L6 and 4-layer from-scratch models, 5,000/5,000 reviews, length 256), writes
+runs/full/ablations/:
 
-    python -m experiments.ablations --output_dir=runs/ablations_full
+    python -m experiments.ablations
 
 Output: ``results.csv`` (group, value, metrics), ``summary.md``, one ``<group>.png`` per group
 (accuracy and seconds per epoch against the value), ``config.json``, run folders under ``runs/``.
+Each row carries every setting except the lists of values and groups (its own value overriding
+the base setting it varies); re-running into the same folder with a changed setting is refused
+before anything trains.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
@@ -80,6 +86,10 @@ NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch",
          "jit_compile", "seed")
 GROUPS = ("freeze", "epochs", "batch", "heads", "hidden", "favor_features", "lowrank_k", "hybrid")
 QUESTION = "Which settings matter: freezing, epochs, batch, heads, width, features, k, pattern?"
+NAME = "ablations"
+# The value lists (one row per value) and the group list: not carried by the rows.
+VALUE_LISTS = ("groups", "freeze", "epochs_values", "batch", "heads", "hidden", "favor_features",
+               "lowrank_k", "hybrid")
 
 
 def group_rows(group, settings):
@@ -120,24 +130,38 @@ def group_rows(group, settings):
     raise ValueError(f"Unknown ablation group {group!r}; choose from {GROUPS}.")
 
 
-def run(settings, data_dir):
-    """Runs every row of the chosen groups; returns the result rows."""
-    from keras_effattn.data import read_imdb
-    from keras_effattn.training.fit import TrainConfig
+def plan(settings):
+    """Checks the groups, values and specs and builds the rows (reads and writes nothing).
 
-    archive = data_dir / "aclImdb_v1.tar.gz"
-    train = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
-    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
+    Returns:
+        ``(rows, specs)``: the rows, and run_id -> (backbone source, attention, overrides).
+    """
+    shared = suite.row_settings(settings, VALUE_LISTS)
     specs = {}
     rows = []
     for group in suite.split_list(settings["groups"]):
         for value, source, attention, overrides in group_rows(group, settings):
+            suite.check_specs([attention], source, overrides.get("options"))
             run_id = sweep.run_id_of(group=group, value=value)
             specs[run_id] = (source, attention, overrides)
             rows.append({"run_id": run_id, "group": group, "value": str(value),
-                         "attention": attention,
+                         "attention": attention, **shared,
                          "backbone": source if isinstance(source, str) else "from-scratch",
-                         **{k: v for k, v in overrides.items() if k != "options"}})
+                         **{k: v for k, v in overrides.items() if k != "options"},
+                         "options": overrides.get("options")})
+    return rows, specs
+
+
+def run(settings, data_dir, overwrite=False):
+    """Runs every row of the chosen groups; returns the result rows."""
+    from keras_effattn.data import read_imdb
+    from keras_effattn.training.fit import TrainConfig
+
+    rows, specs = plan(settings)
+    suite.prepare_sweep(settings, NAME, QUESTION, [(rows, "")], overwrite=overwrite)
+    archive = data_dir / "aclImdb_v1.tar.gz"
+    train = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
+    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
 
     def run_one(row, run_dir):
         source, attention, overrides = specs[row["run_id"]]
@@ -155,7 +179,6 @@ def run(settings, data_dir):
                                          options=options)
         return suite.train_row(config, build, train, test, run_dir)
 
-    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
                               columns=["run_id", "group", "value", "attention"])
     report(results, settings["output_dir"])
@@ -191,9 +214,9 @@ def report(results, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/ablations")
-    run(settings, common.data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -17,9 +17,9 @@ not an error.
 import math
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
-from experiments import stats, suite, sweep
+from experiments import common, stats, suite, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results_dir", "results", "Folder holding the experiment folders.")
@@ -208,4 +208,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -28,7 +28,7 @@ Output (``--output_dir``): ``eda_*.png``, ``eda.json``, ``eda.md``, ``confusion_
 ``summary.md``, ``config.json``.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, suite
 from experiments.failures import failure_statistics, negation_count
@@ -122,7 +122,6 @@ def plot_attention(maps, tokens, index, out_dir, title):
 
 def run(settings, data_dir):
     """Runs the four parts; returns the failure statistics."""
-    import keras
     import numpy as np
 
     from keras_effattn.data import read_imdb
@@ -172,7 +171,7 @@ def run(settings, data_dir):
                     f"{out_dir}/error_by_length.png", "error rate",
                     "Test error rate by review-length quartile")
 
-    model = keras.saving.load_model(f"{settings['work_dir']}/model.keras")
+    model = common.load_model(f"{settings['work_dir']}/model.keras")
     if settings["texts"]:
         texts = suite.split_list(settings["texts"], sep="||")
         titles = [f"text {i}" for i in range(len(texts))]
@@ -220,4 +219,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -46,7 +46,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from experiments import common
 
 # What to run.
 flags.DEFINE_list("variants", ["mha", "fused", "chunked", "favor", "linformer"],
@@ -440,4 +442,4 @@ _OWN_FLAGS = ("variants", "lengths", "batch_sizes", "dropouts", "no_dropout_leng
               "output_dir", "measure_peak", "peak_matmul_size")
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

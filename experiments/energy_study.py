@@ -25,7 +25,7 @@ Output: ``results.csv`` (one row per setting), ``summary.md``, ``tradeoff.png`` 
 kWh), ``energy.png``, ``config.json`` and each run's folder under ``runs/``.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, suite, sweep
 
@@ -157,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

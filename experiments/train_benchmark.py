@@ -14,9 +14,8 @@ Examples:
     python -m experiments.train_benchmark                                        # full table
 """
 
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -82,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)

@@ -16,7 +16,9 @@ One:    python experiments/zero_shot_swap.py --variant='exact*3,favor(num_featur
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from experiments import common
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -174,4 +176,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)
