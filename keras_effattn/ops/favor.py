@@ -21,6 +21,8 @@ import math
 import tensorflow as tf
 from keras import ops
 
+from keras_effattn.ops.masks import NEG_INF
+
 # Added to every real feature so that normalisers stay positive when all features underflow.
 FEATURE_EPS = 1e-6
 
@@ -64,15 +66,28 @@ def orthogonal_random_features(num_features, dim, seed):
 def positive_features(x, features, is_query, key_keep=None):
     """The positive random feature map φ, float32.
 
+    The key stabiliser c is the max over real keys only. A sequence with no real key at all
+    gets c = 0 (its features are all zeroed anyway), and masked keys' logits are replaced by 0
+    before the ``exp`` (the "double where"), so no inf or NaN appears on either branch of a
+    ``where``, forward or backward: fully masked sequences have finite gradients.
+
     Args:
         x: ``[B, L, N, H]`` queries or keys (already scaled by H^(-1/4)).
         features: ``[M, H]``.
         is_query: bool. Queries are stabilised per row, keys by one max over real keys.
-        key_keep: bool ``[B, L]`` (keys only) or None; masked keys get φ = 0 and do not enter
-            the stabiliser.
+        key_keep: bool ``[B, L]`` (keys only) or None; masked keys get φ = 0, do not enter
+            the stabiliser and receive no gradient.
 
     Returns:
         float32 ``[B, N, L, M]``.
+
+    Example:
+    >>> import numpy as np
+    >>> w = orthogonal_random_features(4, 2, seed=0)
+    >>> k = np.ones((1, 3, 1, 2), "float32")
+    >>> phi = positive_features(k, w, False, key_keep=np.zeros((1, 3), bool))
+    >>> float(np.abs(phi).max())  # no real key: all features zero, and finite
+    0.0
     """
     x = ops.cast(x, "float32")
     num = features.shape[0]
@@ -80,18 +95,18 @@ def positive_features(x, features, is_query, key_keep=None):
     half_sq = 0.5 * ops.sum(ops.square(x), axis=-1)  # [B, L, N]
     logits = proj - ops.expand_dims(ops.transpose(half_sq, (0, 2, 1)), -1)
     if is_query:
-        stab = ops.max(logits, axis=-1, keepdims=True)
-    else:
-        masked = logits
-        if key_keep is not None:
-            keep4 = ops.expand_dims(ops.expand_dims(key_keep, 1), -1)
-            masked = ops.where(keep4, logits, -1e30)
-        stab = ops.max(masked, axis=(2, 3), keepdims=True)
-        stab = ops.maximum(stab, -1e30)
-    phi = (ops.exp(logits - stab) + FEATURE_EPS) / math.sqrt(num)
-    if not is_query and key_keep is not None:
-        phi = ops.where(keep4, phi, 0.0)
-    return phi
+        return (ops.exp(logits - ops.max(logits, axis=-1, keepdims=True)) + FEATURE_EPS) / (
+            math.sqrt(num))
+    if key_keep is None:
+        return (ops.exp(logits - ops.max(logits, axis=(2, 3), keepdims=True)) + FEATURE_EPS) / (
+            math.sqrt(num))
+    keep4 = ops.expand_dims(ops.expand_dims(ops.cast(key_keep, "bool"), 1), -1)  # [B, 1, L, 1]
+    stab = ops.max(ops.where(keep4, logits, NEG_INF), axis=(2, 3), keepdims=True)
+    has_keys = ops.any(keep4, axis=2, keepdims=True)  # [B, 1, 1, 1]
+    stab = ops.where(has_keys, stab, 0.0)
+    shifted = ops.where(keep4, logits - stab, 0.0)  # masked keys never reach exp
+    phi = (ops.exp(shifted) + FEATURE_EPS) / math.sqrt(num)
+    return ops.where(keep4, phi, 0.0)
 
 
 def favor_features(query, key, features, key_keep=None):
