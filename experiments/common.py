@@ -64,31 +64,40 @@ def display_path(path):
         return str(path)
 
 
-def check_attention_spec(spec, flag="--attention"):
+def check_attention_spec(spec, flag="--attention", num_layers=None, options=None):
     """Parses `spec` and constructs each distinct layer once: a typo fails here, before any work.
 
-    Catches unknown kinds, bad syntax and unknown or invalid options (the layer constructors
-    check those). What depends on the model (the layer count, ``k`` against the sequence length)
-    is checked when the model is built.
+    Catches unknown kinds, bad syntax, unknown or invalid options (the layer constructors check
+    those) and, when `num_layers` is given, a layer count that does not match. What depends on
+    the built model (``k`` against the sequence length) is checked when the model is built.
+
+    Args:
+        spec: an attention spec string.
+        flag: the flag (or setting) named in the error message.
+        num_layers: optional int, the encoder depth when it is known without loading a model.
+        options: optional per-kind default options, as for `parse_attention_spec`.
 
     Returns:
-        The canonical spec string.
+        The list of `LayerSpec`s (one per layer when `num_layers` is given).
 
     Raises:
         UsageError: the spec is not valid, naming `flag`, the value and the fix.
     """
     from keras_effattn.layers import spec as spec_lib
 
+    text = str(spec).strip()
+    if num_layers is None and text.lower().startswith("alternate:"):
+        text = text.split(":", 1)[1]  # the pattern itself; its expansion needs the depth
     try:
-        layers = spec_lib.parse_attention_spec(spec)
+        layers = spec_lib.parse_attention_spec(text, num_layers=num_layers, options=options)
         for layer in dict.fromkeys(layers):
             spec_lib.make_attention(layer, num_heads=2, key_dim=8)
     except (ValueError, TypeError) as error:
         raise UsageError(
             f"{flag}={spec!r} is not a valid attention spec: {cli.describe(error)} (examples: "
             "'exact', 'exact*4,favor(num_features=128)*2', 'lowrank(k=64)')"
-        ) from error
-    return spec_lib.format_attention_spec(layers)
+        ) from None
+    return layers
 
 
 def safe_name(text):

@@ -88,6 +88,7 @@ common.define_common_flags()
 
 FLAGS = flags.FLAGS
 FLAG_NAMES = sorted((set(FLAGS) - _DEFINED_BEFORE) | set(common.COMMON_FLAGS))
+TINY_BACKBONE = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64}
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 
 
@@ -115,7 +116,8 @@ def check_settings(settings):
             f"--dataset={name!r} is not supported; use imdb or glue/<task> with task in "
             f"{list(GLUE_TASK_NAMES)}."
         )
-    common.check_attention_spec(settings["attention"])
+    depth = TINY_BACKBONE["num_layers"] if settings["backbone"] == "tiny" else None
+    common.check_attention_spec(settings["attention"], num_layers=depth)
     if not settings["val_per_class"] and (
             settings["restore_best"] or settings["early_stopping_patience"] is not None):
         raise common.UsageError(
@@ -235,8 +237,7 @@ def model_builder(settings, num_classes):
 
     source = settings["backbone"]
     if source == "tiny":
-        source = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
-                  "max_sequence_length": max(settings["max_length"], 32)}
+        source = {**TINY_BACKBONE, "max_sequence_length": max(settings["max_length"], 32)}
 
     def build():
         return build_classifier(

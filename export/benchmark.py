@@ -17,13 +17,12 @@ import os
 import pathlib
 import platform
 import statistics
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from export import cli, to_onnx, verify
 from export import predict as predict_lib
-from export import to_onnx, verify
 from export.tokenizer import WordPieceTokenizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -86,14 +85,34 @@ def _table(rows, sizes):
     return "\n".join(lines)
 
 
+def check_flags():
+    """Checks the model, the data and the number lists before anything loads or is written.
+
+    Raises:
+        ValueError / FileNotFoundError: naming the flag and the fix.
+    """
+    to_onnx.check_model_path(FLAGS.model)
+    archive = pathlib.Path(FLAGS.data_dir) / "aclImdb_v1.tar.gz"
+    if not archive.is_file():
+        raise FileNotFoundError(f"No aclImdb_v1.tar.gz in --data_dir {FLAGS.data_dir!r}; "
+                                "pass the shared data folder.")
+    for name in ("batch_sizes", "lengths"):
+        for value in FLAGS[name].value:
+            if not value.isdigit() or int(value) < 1:
+                raise cli.UsageError(f"--{name} holds {value!r}; give positive integers, "
+                                     "e.g. --batch_sizes=1,16.")
+    for name in ("repeats", "threads", "verify_per_class", "agreement_per_class"):
+        if FLAGS[name].value < 1:
+            raise cli.UsageError(f"--{name}={FLAGS[name].value} must be at least 1.")
+    if pathlib.Path(FLAGS.output_dir).is_file():
+        raise cli.UsageError(f"--output_dir {FLAGS.output_dir!r} is a file; pass a folder.")
+
+
 def main(argv):
     del argv
     import tempfile
 
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)  # tf2onnx/quantiser node-by-node INFO logs
-
+    check_flags()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -207,4 +226,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run_absl(main)

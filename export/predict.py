@@ -21,7 +21,6 @@ Examples:
     cat reviews.txt | python -m export.predict --model_dir exported/minilm
 """
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -33,6 +32,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from export import cli
 from export import metadata as meta
 from export.tokenizer import WordPieceTokenizer
 
@@ -123,8 +123,9 @@ class Predictor:
     Raises:
         FileNotFoundError: the folder, ``model.onnx`` or a tokenizer file is missing, or the
             model asks for ``keras_effattn.clean_text`` and its file cannot be found.
-        ValueError: ``model.onnx`` is corrupt or not a keras_effattn export, or the tokenizer
-            files do not belong to it.
+        ValueError: ``model.onnx`` is corrupt, not a keras_effattn export or beyond this
+            onnxruntime (see `load_session`), or the tokenizer files do not belong to it.
+        RuntimeError: onnxruntime failed to load the model for a reason other than the file.
 
     Example:
     ```python
@@ -151,15 +152,7 @@ class Predictor:
                 f"No {MODEL_FILE} in {model_dir!r}; export a model there with "
                 "`python -m export.to_onnx --model MODEL.keras --output_dir DIR`."
             )
-        try:
-            self.session = ort.InferenceSession(
-                path, session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises several unrelated exception types
-            raise ValueError(
-                f"{path} is not a readable ONNX model ({type(error).__name__}: "
-                f"{str(error)[:200]}); the file is damaged or truncated, re-export it."
-            ) from error
+        self.session = load_session(path, threads)
         self.metadata = meta.from_props(
             self.session.get_modelmeta().custom_metadata_map, where=path
         )
@@ -245,6 +238,44 @@ class Predictor:
     __call__ = predict
 
 
+def load_session(path, threads=None):
+    """An onnxruntime CPU session for the ONNX file `path`, with `session_options`.
+
+    Raises:
+        ValueError: the file is not an ONNX model (damaged, truncated or another format:
+            onnxruntime's ``INVALID_PROTOBUF``), or it is one this onnxruntime cannot run (an
+            unknown operator or opset: ``INVALID_GRAPH``, ``NOT_IMPLEMENTED``, an opset
+            ``FAIL``); each message names the fix.
+        RuntimeError: onnxruntime failed for another reason (memory, threads, its own bug),
+            with onnxruntime's message; the file is not blamed.
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(
+            path, session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except ort_errors.InvalidProtobuf as error:
+        raise ValueError(
+            f"{path} is not an ONNX model: onnxruntime cannot parse it (the file is damaged, "
+            "truncated or in another format); copy it again or re-export it with "
+            "`python -m export.to_onnx`."
+        ) from error
+    except (ort_errors.InvalidGraph, ort_errors.NotImplemented, ort_errors.Fail) as error:
+        message = str(error)
+        if isinstance(error, ort_errors.Fail) and "opset" not in message.lower():
+            raise RuntimeError(f"onnxruntime could not load {path}: {message}") from error
+        raise ValueError(
+            f"{path} is an ONNX model this onnxruntime {ort.__version__} cannot run "
+            f"({message.splitlines()[0][:300]}); install the onnxruntime version the export "
+            "was verified with (its metadata 'versions'), or re-export with a lower --opset."
+        ) from error
+    except Exception as error:  # re-raised, with the file named
+        raise RuntimeError(
+            f"onnxruntime could not load {path} ({type(error).__name__}: {error})"
+        ) from error
+
+
 def session_options(threads=None):
     """onnxruntime options: full graph optimisation, no busy-waiting worker threads.
 
@@ -294,7 +325,7 @@ def _check_texts(texts):
 
 # --------------------------------------------------------------------------------- CLI
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m export.predict",
         description="Classify texts with an exported keras_effattn model (no TensorFlow).",
     )
@@ -317,7 +348,14 @@ def _parse_args(argv):
 
 def _read_lines(handle, source, skip_empty):
     texts, empty = [], []
-    for number, line in enumerate(handle, start=1):
+    try:
+        lines = list(handle)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{source} is not UTF-8 text ({error.reason} at byte {error.start} of a line "
+            "read); convert it to UTF-8 first, e.g. `iconv -f latin1 -t utf-8`."
+        ) from error
+    for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
         if line.strip():
             texts.append(line)
@@ -333,30 +371,33 @@ def _read_lines(handle, source, skip_empty):
 
 
 def main(argv=None):
-    """The CLI; returns the exit status (0 ok, 2 bad input or model)."""
+    """The CLI; returns the exit status (`export.cli`: 0 ok; 2 and one line for bad input,
+    such as a missing or non-UTF-8 input file or a damaged model; 1 and a traceback for an
+    internal error)."""
+    return cli.guard(_main, sys.argv[1:] if argv is None else argv, verbose=False)
+
+
+def _main(argv):
     args = _parse_args(argv)
-    try:
-        if args.texts and args.input:
-            raise ValueError("Give texts as arguments or --input FILE, not both.")
-        if args.input:
-            if not os.path.isfile(args.input):
-                raise FileNotFoundError(f"--input {args.input!r} does not exist.")
-            with open(args.input, encoding="utf-8") as handle:
-                texts = _read_lines(handle, args.input, args.skip_empty)
-        elif args.texts:
-            texts = [t for t in args.texts if t.strip() or not args.skip_empty]
-        else:
-            texts = _read_lines(sys.stdin, "stdin", args.skip_empty)
-        predictor = Predictor(
-            args.model_dir,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            clean=not args.no_clean,
-        )
-        results = predictor.predict(texts)
-    except (FileNotFoundError, ValueError, UnicodeDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.texts and args.input:
+        raise cli.UsageError("Give texts as arguments or --input FILE, not both.")
+    if args.input:
+        if not os.path.isfile(args.input):
+            raise FileNotFoundError(f"--input {args.input!r} does not exist; pass a UTF-8 file "
+                                    "with one text per line.")
+        with open(args.input, encoding="utf-8") as handle:
+            texts = _read_lines(handle, args.input, args.skip_empty)
+    elif args.texts:
+        texts = [t for t in args.texts if t.strip() or not args.skip_empty]
+    else:
+        texts = _read_lines(sys.stdin, "stdin", args.skip_empty)
+    predictor = Predictor(
+        args.model_dir,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        clean=not args.no_clean,
+    )
+    results = predictor.predict(texts)
     stats = predictor.last_stats
     for text, result in zip(texts, results):
         if args.json:

@@ -6,9 +6,11 @@ versions), the tokenizer files the TensorFlow-free predictor needs (``vocab.txt`
 ``tokenizer.json``) and ``export_report.json``. The model is verified with onnxruntime on real
 texts, cleaned as the predictor will clean them (``--text_cleaning``), over several batch sizes
 and lengths: a maximum absolute logit difference for fp32, label agreement for int8/fp16.
-Exit status: 0 on success; 2 for bad input (a missing file, a bad flag value); 1 when
-verification fails, in which case the command writes nothing final (the report goes
-to ``export_report.failed.json`` for diagnosis) and leaves an earlier export untouched.
+Exit status (`export.cli`): 0 on success; 2 and one line on stderr for bad input (a missing or
+non-UTF-8 file, a bad flag value), checked before the model is loaded; 1 when verification
+fails, in which case the command writes nothing final (the report goes to
+``export_report.failed.json`` for diagnosis) and leaves an earlier export untouched; 1 with a
+traceback for an internal error.
 
 TensorFlow lowers exact GELU (``tf.nn.gelu(approximate=False)``) to ``Erfc``, which tf2onnx 1.17
 cannot convert (Keras' own ``model.export(format="onnx")`` writes a graph onnxruntime refuses).
@@ -33,10 +35,10 @@ import zipfile
 
 import numpy as np
 
+from export import cli, verify
 from export import fusion as fusion_lib
 from export import metadata as meta
 from export import quantize as quantize_lib
-from export import verify
 from export.predict import text_cleaner
 from export.tokenizer import WordPieceTokenizer, sha256_file
 
@@ -241,11 +243,7 @@ def load_float32(path):
     """
     import keras
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--model {path!r} does not exist; pass a trained .keras file.")
-    if not path.endswith(".keras"):
-        raise ValueError(f"--model must be a .keras file (keras 3 format), got {path!r}.")
+    path = check_model_path(path)
     import keras_effattn  # noqa: F401 - registers the attention layers for deserialisation
 
     model = keras.saving.load_model(path, compile=False)
@@ -546,7 +544,8 @@ def _flags():
     flags.DEFINE_string("model", None, "Trained classifier, a .keras file.")
     flags.DEFINE_string("output_dir", None, "Folder for model.onnx, tokenizer files, report.")
     flags.DEFINE_enum("quantize", None, list(quantize_lib.QUANTIZE_MODES), "int8 or fp16.")
-    flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset (13..18).")
+    flags.DEFINE_integer("opset", DEFAULT_OPSET, f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}).",
+                         lower_bound=MIN_OPSET, upper_bound=MAX_OPSET)
     flags.DEFINE_bool("optimize", True, "Offline graph optimisation (basic level).")
     flags.DEFINE_enum(
         "fusion", "all", list(fusion_lib.FUSION_LEVELS),
@@ -575,17 +574,55 @@ def _flags():
     return flags.FLAGS
 
 
-def _verification_texts(flag_values):
-    if flag_values.texts:
-        path = flag_values.texts
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--texts {path!r} does not exist.")
+def check_model_path(path, flag="--model"):
+    """Checks that `path` is an existing ``.keras`` file (before anything loads it).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is not a ``.keras`` file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{flag} {path!r} does not exist; pass a trained .keras file (a training run "
+            "folder's model.keras)."
+        )
+    if not path.endswith(".keras"):
+        raise ValueError(f"{flag} must be a .keras file (keras 3 format), got {path!r}.")
+    return path
+
+
+def _read_texts_file(path, limit):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--texts {path!r} does not exist; pass a UTF-8 file with one "
+                                "text per line.")
+    try:
         with open(path, encoding="utf-8") as handle:
             texts = [line.rstrip("\n") for line in handle if line.strip()]
-        return texts[: flag_values.num_texts], None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"--texts {path!r} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "convert it to UTF-8 first, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    return texts[:limit]
+
+
+def _imdb_archive(flag_values):
+    archive = pathlib.Path(flag_values.data_dir) / "aclImdb_v1.tar.gz"
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"No {archive.name} in --data_dir {flag_values.data_dir!r} for the verification "
+            "texts; pass --data_dir with the shared data or --texts FILE (one text per line)."
+        )
+    return archive
+
+
+def _verification_texts(flag_values):
+    if flag_values.texts:
+        return _read_texts_file(flag_values.texts, flag_values.num_texts), None
     from keras_effattn.data import read_imdb
 
-    archive = pathlib.Path(flag_values.data_dir) / "aclImdb_v1.tar.gz"
+    archive = _imdb_archive(flag_values)
     data = read_imdb(
         str(archive),
         "test",
@@ -597,13 +634,20 @@ def _verification_texts(flag_values):
 
 
 def main(argv):
-    """Loads the .keras model, exports and verifies it; returns the exit status."""
+    """Checks the inputs, loads the .keras model, exports and verifies it; returns the exit
+    status (bad input raises, for `export.cli` to report with status 2)."""
     del argv
-    from absl import flags, logging
+    from absl import flags
 
-    # tf2onnx and onnxruntime's quantiser log every node at INFO; keep the CLI readable.
-    logging.set_verbosity(logging.WARNING)
     flag_values = flags.FLAGS
+    # Every input is checked before the (slow) model load and before anything is written.
+    check_model_path(flag_values.model)
+    if flag_values.texts:
+        _read_texts_file(flag_values.texts, flag_values.num_texts)
+    else:
+        _imdb_archive(flag_values)
+    if pathlib.Path(flag_values.output_dir).is_file():
+        raise ValueError(f"--output_dir {flag_values.output_dir!r} is a file; pass a folder.")
     try:
         model = load_float32(flag_values.model)
         texts, labels = _verification_texts(flag_values)
@@ -628,9 +672,6 @@ def main(argv):
     except ParityError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     final = report["verification"]["final"]
     print(
         f"wrote {pathlib.Path(flag_values.output_dir) / MODEL_FILE} ({report['precision']}, "
@@ -641,7 +682,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _flags()
-    app.run(main)
+    cli.run_absl(main)
