@@ -1,7 +1,13 @@
 """Training engine: the one training path, precision, remat, optimisers, strategies, callbacks,
 energy and evaluation."""
 
-from keras_effattn.training.callbacks import BestCheckpoint, EpochStats, ResumableCheckpoint
+from keras_effattn.training.callbacks import (
+    BestCheckpoint,
+    DivergenceGuard,
+    EpochStats,
+    ResumableCheckpoint,
+    TrainingDiverged,
+)
 from keras_effattn.training.distribute import get_strategy
 from keras_effattn.training.energy import EnergyMeter
 from keras_effattn.training.evaluate import (
@@ -20,10 +26,12 @@ from keras_effattn.training.remat import enable_remat
 
 __all__ = [
     "BestCheckpoint",
+    "DivergenceGuard",
     "EnergyMeter",
     "EpochStats",
     "ResumableCheckpoint",
     "TrainConfig",
+    "TrainingDiverged",
     "WarmupDecay",
     "apply_preprocessor",
     "build_optimizer",

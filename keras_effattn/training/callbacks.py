@@ -9,6 +9,9 @@
   epochs' logs, the state of early stopping / best checkpoint). Both files are replaced atomically,
   the weights first, so the JSON always describes weights that exist.
 - `BestCheckpoint` keeps the weights of the best epoch by a monitored metric (atomically).
+- `DivergenceGuard` stops training at the first step whose training loss is NaN or infinite by
+  raising `TrainingDiverged` (epoch, step, global step and the loss value), before any later
+  callback can checkpoint the poisoned weights.
 
 Example:
 
@@ -40,6 +43,81 @@ def current_learning_rate(optimizer):
     if isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         lr = inner._learning_rate(inner.iterations)
     return float(keras.ops.convert_to_numpy(lr))
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite, so the run was stopped.
+
+    Re-running the same settings repeats the same steps (the seed fixes the data order and the
+    initial weights), so the fix is a lower learning rate or gradient clipping, in a new run.
+
+    Args:
+        epoch: int. The 1-based epoch in which the loss became non-finite (as in ``epochs.csv``).
+        step: int. The 1-based step within that epoch.
+        global_step: int. The 1-based training step over the whole run.
+        loss: float or str. The non-finite loss (kept as text in `to_dict`: "nan", "inf").
+    """
+
+    def __init__(self, epoch, step, global_step, loss):
+        self.epoch, self.step, self.global_step = int(epoch), int(step), int(global_step)
+        self.loss = str(float(loss))
+        super().__init__(
+            f"Training diverged: the training loss became {self.loss} at epoch {self.epoch}, "
+            f"step {self.step} (global step {self.global_step}). Lower the learning rate or "
+            "clip gradients (clipnorm), then re-run in a new output_dir or with overwrite=True "
+            "(--overwrite)."
+        )
+
+    def to_dict(self):
+        """``{"epoch", "step", "global_step", "loss"}`` (JSON-safe: the loss is text)."""
+        return {"epoch": self.epoch, "step": self.step, "global_step": self.global_step,
+                "loss": self.loss}
+
+    @classmethod
+    def from_dict(cls, record):
+        """The exception described by a `to_dict` record (e.g. read back from status.json)."""
+        return cls(record["epoch"], record["step"], record["global_step"], record["loss"])
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Raises `TrainingDiverged` at the first training step whose loss is NaN or infinite.
+
+    Like `keras.callbacks.TerminateOnNaN`, but it records where: the epoch, the step within it
+    and the global step, counting from where this `fit` call starts (a resumed run passes its
+    saved position). Put it first in the callback list, so no later callback (a checkpoint)
+    sees the step that diverged. Keras reports the epoch's running mean loss at each step, which
+    turns non-finite at the first non-finite step.
+
+    Args:
+        steps_per_epoch: int. Steps in a full epoch.
+        initial_epoch: int, default 0. The 0-based epoch this `fit` call starts in.
+        initial_step: int, default 0. Steps already done in `initial_epoch` (mid-epoch resume).
+        monitor: str, default "loss". The batch log to check.
+    """
+
+    def __init__(self, steps_per_epoch, initial_epoch=0, initial_step=0, monitor="loss"):
+        super().__init__()
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epoch = int(initial_epoch)
+        self.step = int(initial_step)
+        self.monitor = monitor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(np.asarray(keras.ops.convert_to_numpy(value)))
+        if not math.isfinite(value):
+            self.model.stop_training = True
+            raise TrainingDiverged(self.epoch + 1, self.step,
+                                   self.epoch * self.steps_per_epoch + self.step, value)
 
 
 class EpochStats(keras.callbacks.Callback):

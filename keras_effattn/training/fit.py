@@ -17,7 +17,15 @@ Scripts (`experiments/train.py`), notebooks and tests all call this function. It
    inference peak memory) and writes the run folder atomically: ``config.json``,
    ``metrics.json``, ``epochs.csv``, ``training_curves.png``, ``confusion_matrix.png``,
    ``report.md``, ``model.keras``, ``tensorboard/``, and ``DONE`` last. ``status.json`` says
-   "running", "failed" (with the error) or "finished"; only a folder with ``DONE`` is finished.
+   "running", "failed" (with the error), "diverged" or "finished"; only a folder with ``DONE``
+   is finished. The energy tracker is stopped on every path out, failures included.
+
+A training loss that becomes NaN or infinite stops the run at that step (`DivergenceGuard`):
+``status.json`` says "diverged" with the epoch, step, global step and loss, no ``metrics.json``
+or ``DONE`` is written, and `TrainingDiverged` (a ValueError) is raised. Running the same
+settings into that folder again raises it again instead of resuming: the seed fixes the data
+order and the initial weights, so a resume would diverge at the same step. Lower the learning
+rate or clip gradients (a new run: a new folder, or ``overwrite=True``).
 
 Classification or regression is decided by the data: float labels without class names (a
 regression `TextDataset` such as STS-B, or a float ``y``) make a regression run, which needs a
@@ -554,6 +562,8 @@ def train_and_evaluate(
             for a many-output model or class ids for a one-output model, label smoothing on a
             regression task, a batch larger than the training set, an output folder holding
             another run's results).
+        TrainingDiverged: the training loss became NaN or infinite (status.json says
+            "diverged", no DONE), or `output_dir` holds a run of these settings that diverged.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}.")
@@ -584,6 +594,8 @@ def train_and_evaluate(
     state_of_folder = prepare_output_dir(folder, fingerprint, overwrite)
     if state_of_folder == "finished":
         return io.read_json(folder / "metrics.json")
+    if state_of_folder == "resume":
+        _refuse_diverged(folder)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = folder / CHECKPOINT_DIR
     if state_of_folder == "new":
@@ -602,11 +614,16 @@ def train_and_evaluate(
             },
         )
     io.write_json(folder / STATUS, {"status": "running", "fingerprint": fingerprint})
+    energy = EnergyMeter(enabled=config.energy, country_iso_code=config.country_iso_code)
     try:
         results = _run(
             config, build_model, train_split, eval_split, val_split, folder, checkpoint_dir,
-            callbacks, verbose, strategy, fingerprint, wall_start, task_metrics,
+            callbacks, verbose, strategy, fingerprint, wall_start, task_metrics, energy,
         )
+    except cb.TrainingDiverged as error:
+        io.write_json(folder / STATUS, {"status": "diverged", "fingerprint": fingerprint,
+                                        "error": str(error), "diverged": error.to_dict()})
+        raise
     except BaseException as error:
         io.write_json(
             folder / STATUS,
@@ -619,18 +636,32 @@ def train_and_evaluate(
             },
         )
         raise
+    finally:
+        energy.stop()  # on every failure path too (a no-op when `_run` stopped it)
     return results
 
 
+def _refuse_diverged(folder):
+    """Raises `TrainingDiverged` again for a run folder whose status is "diverged".
+
+    The seed fixes the data order and the initial weights, so resuming the same settings from
+    the last finite checkpoint repeats the divergence: the user changes the learning rate or
+    clipping (a new run) or starts over with overwrite.
+    """
+    status_path = folder / STATUS
+    status = io.read_json(status_path) if status_path.is_file() else {}
+    if status.get("status") == "diverged" and status.get("diverged"):
+        raise cb.TrainingDiverged.from_dict(status["diverged"])
+
+
 def _run(config, build_model, train_split, eval_split, val_split, folder, checkpoint_dir,
-         callbacks, verbose, strategy, fingerprint, wall_start, task_metrics=None):
+         callbacks, verbose, strategy, fingerprint, wall_start, task_metrics, energy):
     keras.utils.set_random_seed(config.seed)
     state = cb.ResumableCheckpoint.load_state(checkpoint_dir)
     steps_per_epoch = len(train_split) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     one_hot = config.label_smoothing > 0
     strategy = strategy or get_strategy(config.strategy)
-    energy = EnergyMeter(enabled=config.energy, country_iso_code=config.country_iso_code)
     with precision_scope(config.precision) as policy, strategy.scope():
         model = build_model()
         num_classes = _num_outputs(model) or (
@@ -685,7 +716,8 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     )
     if state is not None:
         checkpoint.set_callback_states(state.get("callbacks", []))
-    fit_callbacks = [cb.EpochStats(config.batch_size), *stateful]
+    guard = cb.DivergenceGuard(steps_per_epoch, initial_epoch=start_epoch, initial_step=start_step)
+    fit_callbacks = [guard, cb.EpochStats(config.batch_size), *stateful]
     if config.tensorboard and tensorboard_available():
         fit_callbacks.append(keras.callbacks.TensorBoard(
             str(folder / "tensorboard"), write_graph=False, profile_batch=0))

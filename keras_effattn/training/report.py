@@ -13,6 +13,7 @@ True
 """
 
 import pathlib
+import textwrap
 
 from keras_effattn.utils import io
 
@@ -101,6 +102,42 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+def energy_rows(energy, width=None):
+    """``(label, text)`` rows describing a run's energy record (`EnergyMeter` result).
+
+    A figure always comes with how it was obtained: "measured" only when CodeCarbon read
+    hardware counters, otherwise "estimated", then the method line (the counters, or the model
+    with the CPU model and watts it used). A failed or disabled meter gives its reason and no
+    figure. Records written before the method was kept count as estimated.
+
+    Args:
+        energy: dict or None. ``results["energy"]`` of a run.
+        width: int or None. Wrap the texts to this many characters (continuation rows have
+            an empty label); None keeps one row per item.
+
+    Returns:
+        list of ``(label, text)`` tuples: ``energy`` and, for a figure, ``energy method``.
+    """
+    energy = energy or {}
+    if not energy.get("available"):
+        rows = [("energy", f"not measured ({energy.get('reason') or 'no energy record'})")]
+    else:
+        kind = "measured" if energy.get("measured") else "estimated"
+        figure = (f"{energy['energy_kwh']:.3g} kWh, {energy['emissions_kg_co2']:.3g} kg CO2 "
+                  f"({energy.get('country_iso_code')} grid), {kind}")
+        rows = [
+            ("energy", figure),
+            ("energy method", energy.get("method") or "estimated: the method was not recorded"),
+        ]
+    if width is None:
+        return rows
+    wrapped = []
+    for label, text in rows:
+        for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+            wrapped.append((label if i == 0 else "", line))
+    return wrapped
+
+
 def markdown_report(results, config):
     """A short Markdown report of a finished run."""
     ev = results["evaluation"]
@@ -128,12 +165,7 @@ def markdown_report(results, config):
         f"| peak host RSS (MB) | {_fmt(results['peak_host_rss_mb'])} |",
         f"| total wall time (s) | {_fmt(results['wall_seconds'])} |",
     ]
-    energy = results.get("energy") or {}
-    if energy.get("available"):
-        lines.append(
-            f"| energy (kWh) / CO2 (kg, {energy['country_iso_code']}) | "
-            f"{energy['energy_kwh']:.3g} / {energy['emissions_kg_co2']:.3g} |"
-        )
+    lines += [f"| {label} | {text} |" for label, text in energy_rows(results.get("energy"))]
     if "per_class" in ev:
         lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |",
                   "| --- | --- | --- | --- | --- |"]
@@ -146,10 +178,10 @@ def markdown_report(results, config):
         "",
         "## Files",
         "",
-        "`config.json` (config, versions, device), `metrics.json`, `epochs.csv`, "
-        "`training_curves.png`, `confusion_matrix.png` (classification) or `predictions.png` "
-        "(regression), `model.keras` (when saved), "
-        "`tensorboard/`, `DONE` (written last).",
+        ("`config.json` (config, versions, device), `metrics.json`, `epochs.csv`, "
+         "`training_curves.png`, `confusion_matrix.png` (classification) or `predictions.png` "
+         "(regression), `model.keras` (when saved), "
+         "`tensorboard/`, `DONE` (written last)."),
     ]
     if tr.get("resumed_from_step"):
         lines += ["", f"Resumed from global step {tr['resumed_from_step']} of a previous attempt."]
