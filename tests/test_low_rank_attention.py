@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_effattn import FusedAttention, LowRankAttention
 from tests import oracle
@@ -84,6 +85,25 @@ def test_longer_than_max_length_raises_naming_the_limit():
     layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=8)
     with pytest.raises(ValueError, match="max_length=8"):
         layer(x, x)
+
+
+def test_longer_than_max_length_raises_at_run_time_with_unknown_length():
+    """KerasHub models and exported graphs trace with a dynamic length: the check runs then.
+
+    Static length: ValueError at call (or trace) time. Unknown length inside a tf.function:
+    tf.errors.InvalidArgumentError when the graph runs, with the same explanation.
+    """
+    layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=8)
+    layer.build((None, None, 8), (None, None, 8))
+    run = tf.function(lambda x: layer(x, x),
+                      input_signature=[tf.TensorSpec([None, None, 8], tf.float32)])
+    x = np.random.default_rng(0).normal(size=(2, 9, 8)).astype("float32")
+    np.testing.assert_allclose(np.asarray(run(x[:, :8])), np.asarray(layer(x[:, :8], x[:, :8])),
+                               atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(run(x[:, :3]))))  # shorter than k works too
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)length\] \[9\].*max_length=8.*max_length >= the longest"):
+        run(x)
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,17 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
     values are zeroed before the projection, so padding never leaks into K' or V', and
     projected slots that receive no real key are left out of the softmax (so identity E, F with
     k >= S is exact attention). Sequences
-    shorter than k work (E is sliced to S rows). Length policy: S > max_length raises a
-    ValueError naming the limit (build the layer with a larger `max_length`; there is no silent
-    truncation). With ``k=None`` there is no sequence projection (exact attention).
+    shorter than k work (E is sliced to S rows). With ``k=None`` there is no sequence
+    projection (exact attention).
+
+    Length policy: S > max_length is an error naming the length, the limit and the fix (build
+    the layer with a larger `max_length`); there is no silent truncation. A static length (eager
+    calls, or tracing with a known length) raises ValueError. A length unknown when traced (a
+    tf.function with a ``None`` length, as KerasHub models and exported graphs run) is checked
+    when the graph runs and raises ``tf.errors.InvalidArgumentError`` with the same explanation.
+    XLA drops run-time assertions, so a ``jit_compile`` function traced with a ``None`` length
+    and ONNX graphs (tf2onnx drops them too) report a shape mismatch instead: truncate inputs
+    to `max_length` there (the ONNX predictor does).
 
     ``qkv_rank=R`` factorises each Q/K/V projection through a rank-R bottleneck (variables
     ``query/down/kernel`` [D, R] and ``query/up/kernel`` [R, N, H], likewise for key/value);
@@ -88,7 +96,8 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
         ``[B, T, dim]``, and the implied attention matrix when requested.
 
     Example:
-    >>>     >>> layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=16)
+    >>> import numpy as np
+    >>> layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=16)
     >>> x = np.random.rand(1, 7, 8).astype("float32")
     >>> tuple(layer(x, x, attention_mask=np.ones((1, 1, 7), "int32")).shape)
     (1, 7, 8)
@@ -207,13 +216,8 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
                 scale=self._inverse_sqrt_key_dim, dropout_rate=self._dropout, seed=seed,
                 training=bool(training))
             return output, keras.ops.cast(probs, self.compute_dtype)
-        length = key.shape[1]
-        if length is not None and length > self.max_length:
-            raise ValueError(
-                f"LowRankAttention got a sequence of length {length} but max_length="
-                f"{self.max_length}: E and F have only {self.max_length} rows. Build the layer "
-                f"with max_length >= {length} (or truncate the inputs)."
-            )
+        key = lowrank.check_max_length(key, self.max_length, "LowRankAttention")
+        value = lowrank.check_max_length(value, self.max_length, "LowRankAttention")
 
         def dropout_fn(probs):
             return self._dropout_layer(probs, training=training)

@@ -14,9 +14,54 @@ References:
 """
 
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_effattn.ops import masks as masks_lib
+
+
+def check_max_length(x, max_length, what="LowRankAttention"):
+    """`x` ``[B, S, ...]`` unchanged, once its length S is known to be <= `max_length`.
+
+    E and F have `max_length` rows, so a longer sequence cannot be projected. A static S is
+    checked now; an unknown S (a tf.function traced with a ``None`` length, as KerasHub models
+    and exported graphs are) gets a run-time assertion that the returned tensor depends on, so it
+    fires before any shape error.
+
+    Raises:
+        ValueError: S is static and exceeds `max_length` (eager calls, or tracing).
+        tf.errors.InvalidArgumentError: at run time, when S is dynamic and exceeds
+            `max_length`; the message names the length, `max_length` and the fix. XLA
+            (``jit_compile=True``) and tf2onnx drop assertions: there a too-long input gives
+            a shape mismatch instead.
+
+    Example:
+    >>> import numpy as np
+    >>> check_max_length(np.zeros((1, 9, 2)), 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: LowRankAttention got a sequence of length 9 but max_length=8: E and F have only 8 rows. Build the layer with max_length >= 9 (or truncate the inputs).
+    """
+    length = x.shape[1]
+    fix = "Build the layer with max_length >= {} (or truncate the inputs)."
+    if length is not None:
+        if length > max_length:
+            raise ValueError(
+                f"{what} got a sequence of length {length} but max_length={max_length}: E and F "
+                f"have only {max_length} rows. " + fix.format(length)
+            )
+        return x
+    x = tf.convert_to_tensor(x)
+    dynamic = tf.shape(x)[1]
+    check = tf.debugging.Assert(
+        dynamic <= max_length,
+        [f"{what} got a sequence of length", dynamic,
+         f"but max_length={max_length}: E and F have only {max_length} rows. "
+         + fix.format("the longest sequence")],
+        name="check_max_length",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
 
 
 def project_sequence(x, projection, key_keep=None):
