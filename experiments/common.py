@@ -110,17 +110,13 @@ def safe_name(text):
 
 
 def load_model(path):
-    """A saved ``.keras`` model for inference: loaded without compiling.
-
-    Compiling would rebuild the optimizer and warn that its saved variables were skipped;
-    inference needs neither.
+    """A saved ``.keras`` model for inference (`keras_effattn.utils.saving.load_for_inference`:
+    uncompiled, without the optimizer-state warning).
 
     Raises:
         FileNotFoundError: `path` is not a file.
     """
-    import keras
-
-    import keras_effattn  # noqa: F401 - registers the attention layers for deserialisation
+    from keras_effattn.utils.saving import load_for_inference
 
     path = pathlib.Path(path)
     if not path.is_file():
@@ -128,4 +124,4 @@ def load_model(path):
             f"No saved model at {path}; pass the run folder of a finished training run "
             "(it holds model.keras)."
         )
-    return keras.saving.load_model(path, compile=False)
+    return load_for_inference(path)

@@ -273,7 +273,7 @@ def summary_table(results, folder):
     rows = [
         *quality,
         *[(k, f"{v:.4f}") for k, v in ev.get("task_metrics", {}).items()
-          if (k, f"{v:.4f}") not in quality],
+          if k not in {name.lower() for name, _ in quality}],
         ("train", (f"{tr['num_examples']} examples x {tr['epochs_run']} epoch(s), "
                    f"{tr['train_seconds']:.0f} s, {tr['train_samples_per_s']:.1f} samples/s")),
         ("inference", (f"{ev['inference']['latency_ms_per_sample']:.1f} ms/sample, "

@@ -241,12 +241,10 @@ def load_float32(path):
         FileNotFoundError: `path` does not exist.
         ValueError: `path` is not a ``.keras`` file.
     """
-    import keras
+    from keras_effattn.utils.saving import load_for_inference
 
     path = check_model_path(path)
-    import keras_effattn  # noqa: F401 - registers the attention layers for deserialisation
-
-    model = keras.saving.load_model(path, compile=False)
+    model = load_for_inference(path)
     if not any(layer.dtype_policy.compute_dtype in _HALF_DTYPES for layer in _all_layers(model)):
         return model
     # Rewrite the dtype policies in the archive's config.json and load that copy: weights and
@@ -260,7 +258,7 @@ def load_float32(path):
                     config = _force_float32(json.loads(data))
                     data = json.dumps(config).encode("utf-8")
                 target.writestr(item, data)
-        return keras.saving.load_model(patched, compile=False)
+        return load_for_inference(patched)
 
 
 def _force_float32(config):
