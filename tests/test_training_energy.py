@@ -25,12 +25,13 @@ def test_stop_is_idempotent_and_safe_before_start():
     assert meter.stop() is first
 
 
-def test_real_offline_tracker_gives_a_positive_figure_and_its_provenance():
+def test_real_offline_tracker_gives_a_positive_figure_and_its_provenance(capfd):
     """CodeCarbon is a dependency: a real run must give a figure and say how it got it."""
     pytest.importorskip("codecarbon")
     with EnergyMeter(country_iso_code="fra", measure_power_secs=1) as meter:
         sum(i * i for i in range(300_000))
     result = meter.result
+    assert "[codecarbon" not in capfd.readouterr().err  # no start-up log lines
     assert result["available"] is True, result["reason"]
     assert result["reason"] is None
     assert result["country_iso_code"] == "FRA"

@@ -92,6 +92,9 @@ class EnergyMeter:
         except ImportError as error:
             self._reason = f"codecarbon not installed ({error})"
             return self
+        # The tracker sets CodeCarbon's logger to "error" only after logging its start-up
+        # lines; set it first, so a run's output holds no CodeCarbon INFO/WARNING noise.
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         try:
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code,
