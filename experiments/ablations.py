@@ -141,14 +141,13 @@ def plan(settings):
     rows = []
     for group in suite.split_list(settings["groups"]):
         for value, source, attention, overrides in group_rows(group, settings):
-            suite.check_specs([attention], source, overrides.get("options"))
+            suite.check_specs([attention], source, overrides.get("options"), flag=f"--{group}")
             run_id = sweep.run_id_of(group=group, value=value)
             specs[run_id] = (source, attention, overrides)
             rows.append({"run_id": run_id, "group": group, "value": str(value),
                          "attention": attention, **shared,
                          "backbone": source if isinstance(source, str) else "from-scratch",
-                         **{k: v for k, v in overrides.items() if k != "options"},
-                         "options": overrides.get("options")})
+                         **{k: v for k, v in overrides.items() if k != "options"}})
     return rows, specs
 
 

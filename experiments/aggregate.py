@@ -10,8 +10,13 @@ draws ``summary_accuracy_vs_time.png`` (IMDB accuracy against seconds per epoch,
 experiments) and ``summary_step_time.png`` (sequence scaling). Missing experiments are listed,
 not an error.
 
-    python -m experiments.aggregate                      # results/ -> results/summary.md
-    python -m experiments.aggregate --results_dir=runs   # full runs written under runs/
+By default it reads the published ``results/`` of the repository and writes the table to the
+git-ignored ``runs/aggregate/summary.md``; ``--publish`` writes ``<results_dir>/summary.md``
+(the published ``results/summary.md``) instead.
+
+    python -m experiments.aggregate                             # results/ -> runs/aggregate/
+    python -m experiments.aggregate --publish                   # results/ -> results/summary.md
+    python -m experiments.aggregate --results_dir=runs/quick    # your own --quick runs
 """
 
 import math
@@ -22,8 +27,11 @@ from absl import flags
 from experiments import common, stats, suite, sweep
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results_dir", "results", "Folder holding the experiment folders.")
-flags.DEFINE_string("output", None, "Markdown file (default: <results_dir>/summary.md).")
+flags.DEFINE_string("results_dir", None,
+                    "Folder holding the experiment folders (default: the repository's results/).")
+flags.DEFINE_string("output", None, "Markdown file (default: runs/aggregate/summary.md in the "
+                    "repository; with --publish, <results_dir>/summary.md).")
+suite.define_publish_flag()  # --publish
 
 EXPERIMENTS = ("variants_imdb", "seq_scaling", "glue_lowrank/glue", "glue_lowrank/wikitext",
                "energy", "ablations")
@@ -124,8 +132,24 @@ EXTRACTORS = {
 }
 
 
+def output_path(results_dir=None, output=None, publish=False):
+    """Where the summary goes: `output`; else ``<results_dir>/summary.md`` with `publish`;
+    else the repository's git-ignored ``runs/aggregate/summary.md``."""
+    if output and publish:
+        raise ValueError(f"--publish writes <results_dir>/summary.md but --output={output} was "
+                         "also given; pass one of them.")
+    if output:
+        return pathlib.Path(output)
+    if publish:
+        return pathlib.Path(results_dir or common.REPO_ROOT / "results") / "summary.md"
+    return common.RUNS_DIR / "aggregate" / "summary.md"
+
+
 def aggregate(results_dir, output=None):
-    """Builds the summary table and PNGs; returns ``(table_rows, missing_experiments)``."""
+    """Builds the summary table and PNGs; returns ``(table_rows, missing_experiments)``.
+
+    `output` defaults to ``<results_dir>/summary.md``; the PNGs go beside it.
+    """
     from keras_effattn.utils import io
 
     results_dir = pathlib.Path(results_dir)
@@ -204,7 +228,8 @@ def _plots(finished, out_dir):
 
 def main(argv):
     del argv
-    aggregate(FLAGS.results_dir, FLAGS.output)
+    results_dir = FLAGS.results_dir or common.REPO_ROOT / "results"
+    aggregate(results_dir, output_path(results_dir, FLAGS.output, FLAGS.publish))
 
 
 if __name__ == "__main__":

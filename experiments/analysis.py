@@ -4,7 +4,8 @@
    at ``--max_length`` for the IMDB train and test samples and a GLUE task
    (`keras_effattn.data.stats`).
 2. Trains one classifier through the one training engine (its run folder, with ``model.keras``,
-   goes to ``--work_dir``, outside the committed results) and reads back its test predictions:
+   goes to ``--work_dir``, by default ``runs/quick|full/analysis_model/``, outside the committed
+   results) and reads back its test predictions:
    confusion matrix and per-class precision/recall/F1.
 3. Failure cases: the misclassified reviews with their length and negation counts, compared with
    the correctly classified ones (mean words, share containing a negation, negations per 100
@@ -14,13 +15,15 @@
    the top layer (averaged over heads and real query positions) and a per-layer heatmap of the
    head-averaged attention matrix (`keras_effattn.models.attention_maps`).
 
-Quick (tiny from-scratch model, 512 training reviews, length 64; a few minutes on 2 CPU cores):
+Quick (tiny from-scratch model, 512 training reviews, length 64; a few minutes on 2 CPU cores),
+writes runs/quick/analysis/ (``--publish``: the tracked results/analysis/):
 
     python -m experiments.analysis --quick
 
-Full (GPU; MiniLM-L6 fine-tuned 3 epochs on the 5,000/5,000 subset at length 256):
+Full (GPU; MiniLM-L6 fine-tuned 3 epochs on the 5,000/5,000 subset at length 256), writes
+runs/full/analysis/ and the model's run folder runs/full/analysis_model/:
 
-    python -m experiments.analysis --output_dir=runs/analysis_full --work_dir=runs/analysis_model
+    python -m experiments.analysis
 
 Output (``--output_dir``): ``eda_*.png``, ``eda.json``, ``eda.md``, ``confusion_matrix.png``,
 ``per_class.csv``, ``failure_cases.csv`` (misclassified reviews, excerpted), ``failure_stats.json``,
@@ -35,8 +38,10 @@ from experiments.failures import failure_statistics, negation_count
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
-flags.DEFINE_string("work_dir", "runs/analysis_model", "Engine run folder (holds model.keras).")
+flags.DEFINE_string("work_dir", None, "Engine run folder, holds model.keras (default: "
+                    "runs/quick|full/analysis_model in the repository).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec of the analysed model.")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
@@ -66,6 +71,7 @@ NAMES = ("output_dir", "work_dir", "backbone", "attention", "epochs", "batch_siz
          "learning_rate", "max_length", "train_per_class", "test_per_class", "glue_task",
          "attention_max_length", "texts", "max_failures", "jit_compile", "seed")
 QUESTION = "Where does the IMDB classifier fail, and what does it attend to?"
+NAME = "analysis"
 
 
 def eda(settings, data_dir, train, test, out_dir):
@@ -120,8 +126,12 @@ def plot_attention(maps, tokens, index, out_dir, title):
     io.save_figure(figure, f"{out_dir}/attention_layers_{index}.png")
 
 
-def run(settings, data_dir):
-    """Runs the four parts; returns the failure statistics."""
+def run(settings, data_dir, overwrite=False):
+    """Runs the four parts; returns the failure statistics.
+
+    With `overwrite`, the output folder and the model's run folder (`work_dir`) are replaced,
+    but only when they are folders this library made (or empty); anything else is refused.
+    """
     import numpy as np
 
     from keras_effattn.data import read_imdb
@@ -132,13 +142,19 @@ def run(settings, data_dir):
     from keras_effattn.utils import io
 
     out_dir = settings["output_dir"]
+    source = suite.backbone_source(settings["backbone"])
+    suite.check_specs([settings["attention"]], source, flag="--attention")
+    if settings["work_dir"] is None:
+        settings = {**settings, "work_dir": str(suite.default_output_dir(
+            "analysis_model", settings["quick"]))}
+    suite.prepare_sweep(settings, NAME, QUESTION, [], overwrite=overwrite)
+    if overwrite:
+        io.remove_owned_folder(settings["work_dir"], kinds=("run",))
     archive = data_dir / "aclImdb_v1.tar.gz"
     train = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
     test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
-    suite.write_sweep_config(out_dir, QUESTION, settings)
     eda(settings, data_dir, train, test, out_dir)
 
-    source = suite.backbone_source(settings["backbone"])
     config = TrainConfig(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"], seed=settings["seed"],
@@ -214,8 +230,8 @@ def write_summary(out_dir, metrics, failures, titles):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/analysis")
-    run(settings, common.data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ flags.DEFINE_boolean("jit_compile", False, "Run the layer under XLA (Keras' CPU 
 flags.DEFINE_boolean("measure_peak", True,
                      "Measure the float32 matmul peak once per run (the roofline columns).")
 flags.DEFINE_integer("peak_matmul_size", 2048, "Side of the square matmul timed for the peak.")
-flags.DEFINE_string("output_dir", "results/attention_benchmark", "Where results go.")
+flags.DEFINE_string("output_dir", "runs/attention_benchmark",
+                    "Where results go (relative paths: to the repository; the published table "
+                    "is results/attention_benchmark).")
 flags.DEFINE_string("worker", None, "Internal: run one configuration (JSON) and print JSON.")
 
 FLAGS = flags.FLAGS

@@ -13,16 +13,20 @@ counter is readable, as on most shared or virtual CPUs); the grid intensity is
 ``--country_iso_code``'s. On a shared CPU other processes' load changes the figures; compare rows
 of one run only.
 
-Quick (tiny from-scratch model, 320 reviews, length 64, 1 epoch; minutes on 2 CPU cores):
+Quick (tiny from-scratch model, 320 reviews, length 64, 1 epoch; minutes on 2 CPU cores), writes
+runs/quick/energy/ (``--publish``: the tracked results/energy/):
 
     python -m experiments.energy_study --quick
 
-Full (GPU; MiniLM-L6, 5,000/5,000 reviews, 3 epochs, length 256, mixed_float16 row):
+Full (GPU; MiniLM-L6, 5,000/5,000 reviews, 3 epochs, length 256, mixed_float16 row), writes
+runs/full/energy/:
 
-    python -m experiments.energy_study --output_dir=runs/energy_full
+    python -m experiments.energy_study
 
 Output: ``results.csv`` (one row per setting), ``summary.md``, ``tradeoff.png`` (accuracy vs
-kWh), ``energy.png``, ``config.json`` and each run's folder under ``runs/``.
+kWh), ``energy.png``, ``config.json`` and each run's folder under ``runs/``. Each row carries
+every setting (its own overrides winning); re-running into the same folder with a changed
+setting is refused before anything trains.
 """
 
 from absl import flags
@@ -31,6 +35,7 @@ from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
@@ -60,6 +65,7 @@ NAMES = ("output_dir", "backbone", "attention", "settings", "mixed_policy", "epo
          "batch_size", "learning_rate", "max_length", "train_per_class", "test_per_class",
          "country_iso_code", "jit_compile", "seed")
 QUESTION = "Which training settings save energy, and what do they cost in accuracy?"
+NAME = "energy"
 # Each row: (TrainConfig overrides, classifier overrides). "MIXED" and "LR*20" are resolved below.
 ROWS = {
     "baseline": ({}, {}),
@@ -87,20 +93,29 @@ def train_overrides(name, settings):
     return overrides
 
 
-def run(settings, data_dir):
+def plan(settings):
+    """Checks the row names and the attention spec and builds the rows (no reads or writes)."""
+    names = suite.split_list(settings["settings"])
+    suite.check_specs([settings["attention"]], suite.backbone_source(settings["backbone"]),
+                      flag="--attention")
+    shared = suite.row_settings(settings, ("settings",))
+    return [{"run_id": name, "setting": name, **shared, **train_overrides(name, settings),
+             **ROWS[name][1]} for name in names]
+
+
+def run(settings, data_dir, overwrite=False):
     """Runs one training per row; returns the result rows."""
     from keras_effattn.data import read_imdb
     from keras_effattn.data.splits import stratified_split
     from keras_effattn.training.fit import TrainConfig
 
+    rows = plan(settings)
+    suite.prepare_sweep(settings, "energy_study", QUESTION, [(rows, "")], overwrite=overwrite)
     archive = data_dir / "aclImdb_v1.tar.gz"
     pool = read_imdb(archive, "train", max_per_class=settings["train_per_class"])
     train, validation = stratified_split(pool, (0.8, 0.2), seed=settings["seed"])
     test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
     source = suite.backbone_source(settings["backbone"])
-    names = suite.split_list(settings["settings"])
-    rows = [{"run_id": name, "setting": name, **train_overrides(name, settings)}
-            for name in names]
 
     def run_one(row, run_dir):
         overrides = train_overrides(row["setting"], settings)
@@ -118,7 +133,6 @@ def run(settings, data_dir):
         out["minutes"] = out["train_seconds"] / 60 if out["train_seconds"] is not None else None
         return out
 
-    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
                               columns=["run_id", "setting", *suite.ROW_COLUMNS])
     report(results, settings["output_dir"])
@@ -152,8 +166,8 @@ def report(results, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/energy")
-    run(settings, common.data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -17,32 +17,42 @@ perplexity ``exp(mean masked-token cross-entropy)``. Offline, the shared copy ha
 train split, so training uses the **valid** split and evaluation the **test** split: these
 perplexities are not comparable with published numbers (`keras_effattn.data.wikitext`). The masks
 of the evaluation text are drawn once with a fixed seed, cached in
-``wikitext/eval_masks.npz`` and shared by every variant (also across resumed runs).
+``wikitext/eval_masks_<key>.npz`` and shared by every variant (also across resumed runs); the
+cache is keyed by everything that shapes the masks (backbone, max_length, chunk words and count,
+seed and a hash of the evaluation text), so masks made with other settings are never reused.
+
+Each row carries every setting that affects it (the GLUE rows the GLUE settings, the WikiText
+rows the masked-LM settings); re-running into the same folder with a changed setting is refused
+before anything trains (``--overwrite`` or a new ``--output_dir`` starts afresh).
 
 Quick (tiny from-scratch models, 256 examples per task, length 64, 1 epoch; WikiText on 256
-chunks; minutes on 2 CPU cores):
+chunks; minutes on 2 CPU cores), writes runs/quick/glue_lowrank/ (``--publish``: the tracked
+results/glue_lowrank/):
 
     python -m experiments.glue_lowrank --quick
 
 Full (GPU; MiniLM-L6, rank 16, lr 2e-5, batch 16, 3 epochs, length 128, weight decay 0.01, full
-train/dev sets; WikiText valid -> test):
+train/dev sets; WikiText valid -> test), writes runs/full/glue_lowrank/:
 
-    python -m experiments.glue_lowrank --output_dir=runs/glue_lowrank_full
+    python -m experiments.glue_lowrank
 
 Output: ``results.csv`` (task x variant: metrics, inference ms/sample, inference peak memory),
 ``perplexity.csv``, ``summary.md``, ``glue_scores.png``, ``perplexity.png``, ``config.json``, run
 folders under ``runs/``.
 """
 
+import hashlib
+import json
 import math
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("variants", "keras;lowrank(k=none,qkv_rank=16);lowrank(k=16)",
@@ -84,6 +94,35 @@ NAMES = ("output_dir", "backbone", "variants", "tasks", "epochs", "batch_size", 
          "mlm_max_words", "mlm_train_chunks", "mlm_eval_chunks", "mlm_epochs",
          "mlm_learning_rate", "precision", "jit_compile", "seed")
 QUESTION = "Does rank-16 attention keep GLUE scores and masked-LM perplexity, and save inference?"
+NAME = "glue_lowrank"
+# Settings that do not affect a part's rows (besides the variant and task lists).
+NOT_GLUE = ("variants", "tasks", "perplexity", "mlm_max_words", "mlm_train_chunks",
+            "mlm_eval_chunks", "mlm_epochs", "mlm_learning_rate")
+NOT_MLM = ("variants", "tasks", "perplexity", "epochs", "learning_rate", "train_examples",
+           "dev_examples")
+# Settings that shape the evaluation masks (with a hash of the evaluation text).
+MASK_KEY = ("backbone", "max_length", "mlm_max_words", "mlm_eval_chunks", "seed")
+
+
+def plan(settings):
+    """Checks tasks and variants and builds both parts' rows (reads and writes nothing).
+
+    Returns:
+        ``(variants, glue_rows, mlm_rows)`` (`mlm_rows` empty without ``perplexity``).
+    """
+    from keras_effattn.data import glue_task
+
+    variants = suite.split_list(settings["variants"])
+    source = suite.backbone_source(settings["backbone"])
+    suite.check_specs(variants, source)
+    tasks = [glue_task(t).name for t in suite.split_list(settings["tasks"])]
+    glue_shared = suite.row_settings(settings, NOT_GLUE)
+    glue_rows = [{"run_id": sweep.run_id_of(task=task, v=i), "task": task, "variant": variant,
+                  **glue_shared} for task in tasks for i, variant in enumerate(variants)]
+    mlm_shared = suite.row_settings(settings, NOT_MLM)
+    mlm_rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": variant, **mlm_shared}
+                for i, variant in enumerate(variants)] if settings["perplexity"] else []
+    return variants, glue_rows, mlm_rows
 
 
 def load_task(task, settings, data_dir):
@@ -102,18 +141,17 @@ def load_task(task, settings, data_dir):
     return spec, parts[0], parts[1]
 
 
-def run_glue(settings, data_dir, variants, source):
-    """Part 1: one engine run per (task, variant); rows carry the task's GLUE metrics."""
+def run_glue(settings, data_dir, rows, source):
+    """Part 1: one engine run per (task, variant) row of `plan`; rows carry the task's GLUE
+    metrics."""
     import numpy as np
 
     from keras_effattn.training.evaluate import glue_metrics
     from keras_effattn.training.fit import TrainConfig
 
-    data = {t: load_task(t, settings, data_dir) for t in suite.split_list(settings["tasks"])}
-    rows = [{"run_id": sweep.run_id_of(task=spec.name, v=i), "task": spec.name,
-             "variant": variant} for spec, _, _ in data.values()
-            for i, variant in enumerate(variants)]
-    by_name = {spec.name: (spec, train, dev) for spec, train, dev in data.values()}
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    data = [load_task(t, settings, data_dir) for t in tasks]
+    by_name = {spec.name: (spec, train, dev) for spec, train, dev in data}
 
     def run_one(row, run_dir):
         spec, train, dev = by_name[row["task"]]
@@ -172,8 +210,9 @@ def masked_lm_perplexity(model, batches):
     return math.exp(total / count), total / count, int(count)
 
 
-def run_perplexity(settings, data_dir, variants, source):
-    """Part 2: masked-LM training per variant on WikiText valid, perplexity on test."""
+def run_perplexity(settings, data_dir, rows, source):
+    """Part 2: masked-LM training per variant row of `plan` on WikiText valid, perplexity on
+    test."""
     import keras
     import tensorflow as tf
 
@@ -194,7 +233,8 @@ def run_perplexity(settings, data_dir, variants, source):
     eval_batches = None
     out_dir = pathlib.Path(settings["output_dir"]) / "wikitext"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": v} for i, v in enumerate(variants)]
+    mask_key = eval_mask_key(settings, eval_chunks)
+    cache = eval_mask_cache(out_dir, mask_key)
 
     def run_one(row, run_dir):
         nonlocal eval_batches
@@ -209,7 +249,7 @@ def run_perplexity(settings, data_dir, variants, source):
                 jit_compile=settings["jit_compile"])
         if eval_batches is None:
             eval_batches = shared_eval_batches(model.preprocessor, eval_chunks, batch,
-                                               settings["seed"], out_dir / "eval_masks.npz")
+                                               settings["seed"], cache, mask_key)
         train_ds = tf.data.Dataset.from_tensor_slices(train_chunks).shuffle(
             len(train_chunks), seed=settings["seed"]).batch(batch, drop_remainder=True)
         meter = MemoryMeter().start()
@@ -226,21 +266,46 @@ def run_perplexity(settings, data_dir, variants, source):
     return sweep.run_sweep(rows, run_one, out_dir, columns=["run_id", "variant", "perplexity"])
 
 
-def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache):
+def eval_mask_key(settings, chunks):
+    """What the evaluation masks depend on: the `MASK_KEY` settings and a hash of the text."""
+    text = "\n".join(str(c) for c in chunks).encode("utf-8")
+    return {**{k: settings[k] for k in MASK_KEY}, "num_chunks": len(chunks),
+            "text_sha256": hashlib.sha256(text).hexdigest()}
+
+
+def eval_mask_cache(folder, key):
+    """The cache file of the masks made under `key`: ``<folder>/eval_masks_<hash>.npz``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return pathlib.Path(folder) / f"eval_masks_{digest}.npz"
+
+
+def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache, key=None):
     """The masked evaluation batches ``(x, mask_ids, mask_weights)``, drawn once and cached.
 
     KerasHub draws masks with TensorFlow's random ops, whose values depend on the process's op
     history; caching them in `cache` (``.npz``) makes every variant, in this process or a resumed
-    one, score exactly the same masked tokens.
+    one, score exactly the same masked tokens. The cache stores `key` (by default the file
+    name, see `eval_mask_cache`) and is only read back under the same key.
+
+    Raises:
+        ValueError: when `cache` holds masks made under another key.
     """
     import numpy as np
     import tensorflow as tf
 
     from keras_effattn.utils import io
 
+    cache = pathlib.Path(cache)
+    key_text = json.dumps(key if key is not None else cache.name, sort_keys=True)
     if cache.is_file():
         with np.load(cache) as stored:
             arrays = {k: stored[k] for k in stored.files}
+        stored_key = str(arrays.pop("key", "no key"))
+        if stored_key != key_text:
+            raise ValueError(
+                f"Evaluation-mask cache {cache} was made with other settings ({stored_key}, now "
+                f"{key_text}); delete it or write to a new --output_dir."
+            )
     else:
         tf.random.set_seed(seed + 1)
         parts = [preprocessor(t) for t in tf.data.Dataset.from_tensor_slices(chunks).batch(256)]
@@ -249,7 +314,7 @@ def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache):
         arrays["mask_ids"] = np.concatenate([np.asarray(p[1]) for p in parts])
         arrays["mask_weights"] = np.concatenate([np.asarray(p[2]) for p in parts])
         with io.atomic_path(cache, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, key=np.asarray(key_text), **arrays)
     keys = ("token_ids", "padding_mask", "mask_positions")
     return [({k: arrays[k][i:i + batch_size] for k in keys},
              arrays["mask_ids"][i:i + batch_size], arrays["mask_weights"][i:i + batch_size])
@@ -298,16 +363,16 @@ def report(glue_rows, ppl_rows, variants, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/glue_lowrank")
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    variants, glue_plan, mlm_plan = plan(settings)
     data_dir = common.data_dir(FLAGS.data_dir)
-    variants = suite.split_list(settings["variants"])
+    suite.prepare_sweep(settings, NAME, QUESTION, [(glue_plan, "glue"), (mlm_plan, "wikitext")],
+                        overwrite=FLAGS.overwrite)
     source = suite.backbone_source(settings["backbone"])
-    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
-    glue_rows = run_glue(settings, data_dir, variants, source)
-    ppl_rows = run_perplexity(settings, data_dir, variants, source) if settings["perplexity"] \
-        else []
+    glue_rows = run_glue(settings, data_dir, glue_plan, source)
+    ppl_rows = run_perplexity(settings, data_dir, mlm_plan, source) if mlm_plan else []
     report(glue_rows, ppl_rows, variants, settings["output_dir"])
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

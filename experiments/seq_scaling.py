@@ -16,31 +16,36 @@ without extrapolating learned positions; fine-tuning at those lengths needs a po
 (e.g. copying the learned table, as Longformer does), which this benchmark does not claim.
 Low-rank (Linformer) layers get ``max_length = max(lengths)`` rows of E/F.
 
-Quick (tiny from-scratch model, lengths 128-1024, batch 4; a few minutes on 2 CPU cores):
+Quick (tiny from-scratch model, lengths 128-1024, batch 4; a few minutes on 2 CPU cores), writes
+runs/quick/seq_scaling/ (``--publish``: the tracked results/seq_scaling/):
 
     python -m experiments.seq_scaling --quick
 
-Full (GPU; MiniLM-L6 architecture, lengths 128-4096, batch 8, 10 timed steps):
+Full (GPU; MiniLM-L6 architecture, lengths 128-4096, batch 8, 10 timed steps), writes
+runs/full/seq_scaling/:
 
-    python -m experiments.seq_scaling --output_dir=runs/seq_scaling_full
+    python -m experiments.seq_scaling
 
 Output: ``results.csv`` (one row per variant and length, with ``skipped`` set where a run ran out
 of memory), ``step_time.png``, ``throughput.png``, ``peak_memory.png``, ``summary.md``.
 Memory: on GPU the allocator peak (``device_peak_mb``); on CPU the growth of the process's
 resident set over its level before the model was built (``host_rss_growth_mb``), an upper-bound
-estimate since freed memory may be reused across rows.
+estimate since freed memory may be reused across rows. Each row carries every setting except the
+variant and length lists, plus ``position_table`` (the longest length, which sizes the position
+table and the Linformer projections); a changed setting is refused before anything runs.
 """
 
 import math
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
 flags.DEFINE_string("backbone", "minilm-l6", "Architecture source: 'minilm-l6' or 'tiny'.")
 flags.DEFINE_string(
@@ -65,6 +70,7 @@ QUICK = {
 NAMES = ("output_dir", "backbone", "variants", "lengths", "batch_size", "warmup_steps", "steps",
          "precision", "jit_compile", "seed")
 QUESTION = "How do step time, throughput and peak memory scale with sequence length per variant?"
+NAME = "seq_scaling"
 ARCH_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "vocabulary_size")
 
 
@@ -133,15 +139,31 @@ def measure(settings, arch, variant, length):
     }
 
 
-def run(settings):
+def plan(settings):
+    """Checks the variants and lengths and builds the rows (reads and writes nothing).
+
+    Returns:
+        ``(variants, lengths, rows)``.
+    """
+    variants = suite.split_list(settings["variants"])
+    lengths = suite.split_list(settings["lengths"], int)
+    if min(lengths) < 2:
+        raise ValueError(f"--lengths must all be >= 2, got {settings['lengths']!r}.")
+    source = settings["backbone"]
+    suite.check_specs(variants, suite.backbone_source(source) if source == "tiny" else source)
+    shared = {**suite.row_settings(settings, ("variants", "lengths")),
+              "position_table": max(lengths)}
+    rows = [{"run_id": sweep.run_id_of(len=length, v=i), "variant": variant, "length": length,
+             **shared} for length in lengths for i, variant in enumerate(variants)]
+    return variants, lengths, rows
+
+
+def run(settings, overwrite=False):
     """Runs the benchmark sweep; returns the result rows (with step-time ratios)."""
     import keras
 
-    variants = suite.split_list(settings["variants"])
-    lengths = suite.split_list(settings["lengths"], int)
+    variants, lengths, rows = plan(settings)
     arch = architecture(settings["backbone"], max(lengths))
-    rows = [{"run_id": sweep.run_id_of(len=length, v=i), "variant": variant, "length": length}
-            for length in lengths for i, variant in enumerate(variants)]
 
     def run_one(row, run_dir):
         try:
@@ -153,7 +175,8 @@ def run(settings):
         finally:
             keras.backend.clear_session()
 
-    suite.write_sweep_config(settings["output_dir"], QUESTION, {**settings, "architecture": arch})
+    suite.prepare_sweep(settings, NAME, QUESTION, [(rows, "")], overwrite=overwrite,
+                        extra_config={"architecture": arch})
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
                               columns=["run_id", "variant", "length"])
     return report(results, variants, lengths, settings["output_dir"])
@@ -194,8 +217,8 @@ def report(results, variants, lengths, out_dir):
 
 def main(argv):
     del argv
-    run(suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/seq_scaling"))
+    run(suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -1,5 +1,14 @@
 """What the experiment scripts share: tiny model configs, the classifier builder, one flat row per
-training run (through the one training engine), and the sweep folder's ``config.json``.
+training run (through the one training engine), the sweep folder (where it goes, claiming it,
+checking its rows and specs before anything runs) and its ``config.json``.
+
+Where a sweep writes: ``--output_dir`` when given; else, with ``--publish``, the repository's
+git-tracked ``results/<name>/`` (the published tables `experiments.aggregate` reads); else the
+git-ignored ``runs/quick/<name>/`` or ``runs/full/<name>/`` (the same layout as ``results/``, so
+``python -m experiments.aggregate --results_dir=runs/quick`` tabulates them). Paths are the
+repository's, whatever the working directory. The folder is claimed with a marker
+(`keras_effattn.utils.io.claim_folder`); ``--overwrite`` deletes only such a folder of the same
+script (or an empty one), never a folder of other files.
 
 Every training run goes through `keras_effattn.training.fit.train_and_evaluate`, so each run folder
 (``<sweep>/runs/<run_id>/``) is the engine's self-describing folder: ``config.json``,
@@ -16,8 +25,8 @@ Example:
 
 import math
 import pathlib
-import shutil
 
+from experiments import common, sweep
 from keras_effattn.utils import io
 from keras_effattn.utils.metadata import run_metadata
 
@@ -138,11 +147,28 @@ def predictions_of(run_dir):
 
 
 def write_sweep_config(out_dir, question, settings):
-    """Writes ``<out_dir>/config.json``: the question, the sweep's settings and run metadata."""
+    """Writes ``<out_dir>/config.json``: the question, the sweep's settings and run metadata.
+
+    The folders in `settings` (``output_dir``, ``work_dir``) are written relative to the
+    repository when they lie inside it, so a published ``config.json`` names no path of the
+    machine that made it.
+    """
+    settings = dict(settings)
+    for key in ("output_dir", "work_dir"):
+        if settings.get(key):
+            settings[key] = repo_relative(settings[key])
     io.write_json(
         pathlib.Path(out_dir) / "config.json",
         {"question": question, "settings": settings, "metadata": run_metadata()},
     )
+
+
+def repo_relative(path):
+    """`path` relative to the repository root when it lies inside it, else as given."""
+    try:
+        return str(pathlib.Path(path).resolve().relative_to(common.REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def markdown_table(rows, columns, headers=None):
@@ -164,32 +190,139 @@ def _cell(value):
     return str(value)
 
 
-def settings_from_flags(flag_values, names, quick_values, output_dir):
+def define_publish_flag():
+    """Defines ``--publish`` (once per process): write into the repository's ``results/``."""
+    from absl import flags
+
+    if "publish" not in flags.FLAGS:
+        flags.DEFINE_bool(
+            "publish", False, "Write into the repository's git-tracked results/<name>/ (the "
+            "published tables) instead of runs/quick|full/<name>/.")
+
+
+def default_output_dir(name, quick, publish=False):
+    """``results/<name>`` (publish) or ``runs/quick/<name>`` / ``runs/full/<name>``, all in
+    the repository (not the working directory)."""
+    if publish:
+        return common.REPO_ROOT / "results" / name
+    return common.RUNS_DIR / ("quick" if quick else "full") / name
+
+
+def settings_from_flags(flag_values, names, quick_values, name):
     """The run settings: each flag's value, with `--quick` replacing flags not given explicitly.
 
-    Also applies the shared flags of `experiments.common`: ``--output_dir`` defaults to
-    `output_dir`, and ``--overwrite`` deletes that folder first (otherwise a sweep resumes).
+    Reads nothing from disk and writes nothing: the sweep folder is claimed later
+    (`prepare_sweep`), after every flag and spec was checked.
 
     Args:
         flag_values: `absl.flags.FLAGS` (parsed).
         names: the flag names that make the settings.
         quick_values: dict name -> value used under ``--quick`` unless the flag was set on the
             command line.
-        output_dir: the script's default sweep folder (relative to the working directory).
+        name: the script's results name (``results/<name>``, ``runs/quick/<name>``).
 
     Returns:
-        dict name -> value (plus ``quick`` and ``output_dir``).
+        dict name -> value (plus ``quick`` and ``output_dir``: ``--output_dir`` when given,
+        else `default_output_dir`, honouring ``--publish`` when the script defines it).
+
+    Raises:
+        ValueError: for ``--publish`` together with ``--output_dir``.
     """
     quick = bool(flag_values["quick"].value)
     settings = {"quick": quick}
-    for name in names:
-        flag = flag_values[name]
-        use_quick = quick and name in quick_values and not flag.present
-        settings[name] = quick_values[name] if use_quick else flag.value
-    settings["output_dir"] = str(flag_values["output_dir"].value or output_dir)
-    if flag_values["overwrite"].value and pathlib.Path(settings["output_dir"]).exists():
-        shutil.rmtree(settings["output_dir"])
+    for flag in names:
+        value = flag_values[flag]
+        use_quick = quick and flag in quick_values and not value.present
+        settings[flag] = quick_values[flag] if use_quick else value.value
+    publish = "publish" in flag_values and bool(flag_values["publish"].value)
+    given = flag_values["output_dir"].value
+    if publish and given:
+        raise ValueError(
+            f"--publish writes to results/{name}/ but --output_dir={given} was also given; "
+            "pass one of them."
+        )
+    settings["output_dir"] = str(given or default_output_dir(name, quick, publish))
     return settings
+
+
+def row_settings(settings, exclude=()):
+    """The sweep-wide settings every row carries: `settings` without the output folder,
+    ``quick`` and the names in `exclude` (the lists that enumerate the rows, e.g. variants or
+    seeds, and settings that do not affect the rows).
+
+    A row is ``{"run_id": ..., **row_settings(settings, ...), **its own settings}``, so a
+    finished row is reused only when every setting that affects it is unchanged
+    (`experiments.sweep.check_settings`).
+    """
+    skip = {"output_dir", "quick", *exclude}
+    return {k: v for k, v in settings.items() if k not in skip}
+
+
+def check_specs(specs, source=None, options=None, flag="--variants"):
+    """Checks attention specs before anything runs (`experiments.common.check_attention_spec`:
+    syntax, kinds, each layer's options), with the layer count when the backbone `source` is
+    a config dict of known depth.
+
+    Raises:
+        ValueError (`experiments.common.UsageError`): naming `flag`, the spec and the fix.
+    """
+    depth = source.get("num_layers") if isinstance(source, dict) else None
+    for spec in specs:
+        common.check_attention_spec(spec, flag=flag, num_layers=depth, options=options)
+
+
+def claim_sweep_dir(out_dir, script, overwrite=False):
+    """Claims `out_dir` for `script`'s sweep (created and marked when new or empty).
+
+    With `overwrite`, a folder this script claimed before (or an empty one) is deleted first;
+    any other folder is refused, never deleted. Without it, a non-empty folder must be this
+    script's sweep folder (it is then resumed).
+
+    Raises:
+        ValueError: for a file, a folder of other files, or another script's folder.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"Output folder {out_dir} is a file; pass a folder to --output_dir.")
+    if overwrite:
+        io.remove_owned_folder(out_dir, kinds=("sweep",))
+    if io.folder_contents(out_dir):
+        owner = io.folder_owner(out_dir)
+        if owner is None:
+            raise ValueError(
+                f"Output folder {out_dir.resolve()} is not empty and was not made by an "
+                f"experiment script (no valid {io.OWNER_FILE}); pass a new or empty "
+                "--output_dir."
+            )
+        if (owner["kind"], owner["name"]) != ("sweep", script):
+            raise ValueError(
+                f"Output folder {out_dir.resolve()} belongs to {owner['kind']} "
+                f"{owner['name']!r}, not to experiments.{script}; pass another --output_dir."
+            )
+        return
+    io.claim_folder(out_dir, "sweep", script)
+
+
+def prepare_sweep(settings, script, question, row_sets, overwrite=False, extra_config=None):
+    """Claims the sweep folder, checks every row against the folder's stored rows, and only
+    then writes ``config.json`` (so a refused resume leaves the folder as it was).
+
+    Args:
+        settings: the script's settings (``settings["output_dir"]`` is the sweep folder).
+        script: the script's name (the folder's owner).
+        question: the question the sweep answers (for ``config.json``).
+        row_sets: list of ``(rows, subfolder)``: each `run_sweep` the script will call, with
+            its folder relative to the sweep folder (``""`` for the folder itself).
+        overwrite: replace the folder (`claim_sweep_dir`).
+        extra_config: optional dict merged into the settings written to ``config.json``.
+    """
+    out_dir = pathlib.Path(settings["output_dir"])
+    for rows, _ in row_sets:
+        sweep.check_rows(rows)
+    claim_sweep_dir(out_dir, script, overwrite)
+    for rows, subfolder in row_sets:
+        sweep.check_settings(rows, out_dir / subfolder)
+    write_sweep_config(out_dir, question, {**settings, **(extra_config or {})})
 
 
 def split_list(text, cast=str, sep=";"):

@@ -7,8 +7,13 @@ every row rewrites ``<out_dir>/results.csv`` and ``<out_dir>/results.json`` with
 (atomically, via `keras_effattn.utils.io`). A sweep killed half-way therefore resumes where it
 stopped: re-running the same command skips the finished rows and reads their results back.
 
-A finished row is only reused when its settings equal the requested row's; otherwise the sweep
-stops with a ValueError instead of mixing results from different settings in one table.
+Each row carries every setting that affects its result (scripts merge their sweep-wide settings
+into every row, see `experiments.suite.row_settings`). The row's settings are written to
+``started/<run_id>.json`` before it starts and kept in its ``row.json`` when it finishes;
+a started or finished row is only reused when those settings equal the requested row's. All rows
+are checked before anything runs (`check_settings`): a changed setting stops the sweep with a
+ValueError naming each setting that differs, its stored and its requested value, instead of
+mixing results from different settings in one table.
 
 Example:
 
@@ -27,6 +32,7 @@ import re
 from keras_effattn.utils import io
 
 ROW_FILE = "row.json"
+STARTED_DIR = "started"  # <out_dir>/started/<run_id>.json: a started row's settings
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
@@ -39,7 +45,8 @@ def run_id_of(**settings):
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", text)
 
 
-def _check_rows(rows):
+def check_rows(rows):
+    """Raises ValueError unless `rows` are dicts with unique, folder-safe ``run_id`` values."""
     if not rows:
         raise ValueError("run_sweep got no rows; give at least one configuration.")
     seen = set()
@@ -60,9 +67,52 @@ def _check_rows(rows):
         seen.add(run_id)
 
 
-def _same_settings(stored, row):
-    """Compares stored settings with a row through JSON, so tuples equal lists."""
-    return io.to_jsonable(stored) == io.to_jsonable(row)
+def settings_diff(stored, row):
+    """The settings that differ between `stored` and `row`, as ``{name: (stored, requested)}``
+    (compared through JSON, so tuples equal lists; a missing setting is ``"<absent>"``)."""
+    stored, row = io.to_jsonable(stored), io.to_jsonable(row)
+    absent = "<absent>"
+    return {k: (stored.get(k, absent), row.get(k, absent))
+            for k in list(stored) + [k for k in row if k not in stored]
+            if stored.get(k, absent) != row.get(k, absent)}
+
+
+def _stored_settings(out_dir, run_id):
+    finished = out_dir / "runs" / run_id / ROW_FILE
+    if finished.is_file():
+        return io.read_json(finished)["settings"]
+    started = out_dir / STARTED_DIR / f"{run_id}.json"
+    return io.read_json(started) if started.is_file() else None
+
+
+def check_settings(rows, out_dir):
+    """Checks every row against the settings its run folder was started or finished with.
+
+    Call it before writing anything for a resumed sweep (`run_sweep` calls it first too).
+
+    Raises:
+        ValueError: for badly formed rows, or when a run folder of `out_dir` was started or
+            finished with other settings than its requested row; the message names every
+            differing setting with its stored and requested value, and the fix.
+    """
+    check_rows(rows)
+    out_dir = pathlib.Path(out_dir)
+    changed = []
+    for row in rows:
+        stored = _stored_settings(out_dir, str(row["run_id"]))
+        if stored is not None:
+            diff = settings_diff(stored, row)
+            if diff:
+                changed.append((row["run_id"], diff))
+    if changed:
+        run_id, diff = changed[0]
+        details = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+        others = f" (and {len(changed) - 1} more run(s))" if len(changed) > 1 else ""
+        raise ValueError(
+            f"The sweep folder {out_dir} holds run {run_id!r}{others} made with other settings "
+            f"({details}); reusing it would mix results of different settings in one table. "
+            "Write to a new folder (--output_dir=...), or pass --overwrite to replace this one."
+        )
 
 
 def load_finished(out_dir):
@@ -94,11 +144,11 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
         order of `rows`.
 
     Raises:
-        ValueError: for rows without unique, folder-safe run ids, or for a finished row whose
-            stored settings differ from the requested ones (use a new `out_dir`, or delete
-            that run folder to recompute it).
+        ValueError: for rows without unique, folder-safe run ids, or, before anything runs,
+            for a started or finished row whose stored settings differ from the requested ones
+            (`check_settings`; use a new `out_dir`, or replace the folder).
     """
-    _check_rows(rows)
+    check_settings(rows, out_dir)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -107,16 +157,10 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
         marker = run_dir / ROW_FILE
         skipped = marker.is_file()
         if skipped:
-            stored = io.read_json(marker)
-            if not _same_settings(stored["settings"], row):
-                raise ValueError(
-                    f"Run folder {run_dir} finished with settings {stored['settings']} but the "
-                    f"sweep now asks for {io.to_jsonable(row)}; write to a new output folder "
-                    "or delete that run folder to recompute it."
-                )
-            result = stored["result"]
+            result = io.read_json(marker)["result"]
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
+            io.write_json(out_dir / STARTED_DIR / f"{row['run_id']}.json", row)
             produced = run_fn(dict(row), run_dir)
             if not isinstance(produced, dict):
                 raise ValueError(

@@ -8,28 +8,33 @@ mean ± std over seeds, with Welch's t-test of each variant against the baseline
 a paired bootstrap over test reviews (first seed).
 
 Quick (tiny from-scratch model, 512 training reviews, 3 epochs, length 64, 2 seeds; minutes on
-2 CPU cores), writes results/variants_imdb/:
+2 CPU cores), writes runs/quick/variants_imdb/ (``--publish``: the tracked results/variants_imdb/):
 
     python -m experiments.variants_imdb --quick
 
 Full (GPU; pretrained MiniLM-L6, 3 epochs, batch 16, lr 5e-5, AdamW, length 256, the
-5,000/5,000 subset, 3 seeds; ``--train_per_class=0 --test_per_class=0`` for the full 25k/25k):
+5,000/5,000 subset, 3 seeds; ``--train_per_class=0 --test_per_class=0`` for the full 25k/25k),
+writes runs/full/variants_imdb/:
 
-    python -m experiments.variants_imdb --output_dir=runs/variants_imdb_full
+    python -m experiments.variants_imdb
 
 Output: ``results.csv`` (one row per variant and seed), ``summary.csv``/``summary.md`` (mean ±
 std, p-values), ``accuracy.png``, ``epoch_time.png``, ``peak_memory.png``, ``config.json`` and
-each run's folder under ``runs/``. A killed run resumes and skips finished rows.
+each run's folder under ``runs/``. A killed run resumes and skips finished rows; every row
+carries every setting except the variant and seed lists, so re-running into the same folder
+with another setting (epochs, learning rate, length, backbone, precision, data sizes, ...) is
+refused before anything trains (``--overwrite`` or a new ``--output_dir`` starts afresh).
 """
 
 import math
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, stats, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
+suite.define_publish_flag()  # --publish
 flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string(
@@ -68,25 +73,44 @@ NAMES = ("seed", "output_dir", "backbone", "variants", "seeds", "epochs", "batch
          "freeze_embeddings")
 METRICS = ("accuracy", "macro_f1", "epoch_seconds", "peak_host_rss_mb", "energy_kwh")
 QUESTION = "Do efficient attention variants keep exact attention's IMDB accuracy, at what cost?"
+NAME = "variants_imdb"
 
 
-def run(settings, data_dir):
+def plan(settings):
+    """Checks the variants and seeds and builds the rows (reads and writes nothing).
+
+    Each row holds its variant and (training) seed plus every other setting; the data-subset
+    seed (``--seed``) is stored as ``data_seed``.
+
+    Returns:
+        ``(variants, rows)``.
+    """
+    variants = suite.split_list(settings["variants"])
+    seeds = suite.split_list(settings["seeds"], int)
+    suite.check_specs(variants, suite.backbone_source(settings["backbone"]))
+    shared = {**suite.row_settings(settings, ("variants", "seeds", "seed")),
+              "data_seed": settings["seed"]}
+    rows = [
+        {"run_id": sweep.run_id_of(v=i, seed=seed), "variant": variant, "seed": seed, **shared}
+        for i, variant in enumerate(variants)
+        for seed in seeds
+    ]
+    return variants, rows
+
+
+def run(settings, data_dir, overwrite=False):
     """Runs the sweep described by `settings`; returns (rows, summary)."""
     from keras_effattn.data import read_imdb
     from keras_effattn.training.fit import TrainConfig
 
+    variants, rows = plan(settings)
+    suite.prepare_sweep(settings, NAME, QUESTION, [(rows, "")], overwrite=overwrite)
     archive = data_dir / "aclImdb_v1.tar.gz"
     train = read_imdb(archive, "train", max_per_class=settings["train_per_class"] or None,
                       seed=settings["seed"])
     test = read_imdb(archive, "test", max_per_class=settings["test_per_class"] or None,
                      seed=settings["seed"])
-    variants = suite.split_list(settings["variants"])
     source = suite.backbone_source(settings["backbone"])
-    rows = [
-        {"run_id": sweep.run_id_of(v=i, seed=seed), "variant": variant, "seed": seed}
-        for i, variant in enumerate(variants)
-        for seed in suite.split_list(settings["seeds"], int)
-    ]
 
     def run_one(row, run_dir):
         config = TrainConfig(
@@ -102,7 +126,6 @@ def run(settings, data_dir):
         build = suite.classifier_builder(source, row["variant"], settings["max_length"])
         return suite.train_row(config, build, train, test, run_dir)
 
-    suite.write_sweep_config(settings["output_dir"], QUESTION, settings)
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
                               columns=["run_id", "variant", "seed", *suite.ROW_COLUMNS])
     return results, summarise(results, variants, test.labels, settings["output_dir"])
@@ -160,9 +183,9 @@ def summarise(results, variants, labels, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, output_dir="results/variants_imdb")
-    run(settings, common.data_dir(FLAGS.data_dir))
+    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

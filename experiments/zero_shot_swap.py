@@ -10,6 +10,7 @@ keep exact attention in the lower layers. A crashed run resumes and skips finish
 Quick:  python experiments/zero_shot_swap.py --num_reviews=16 --max_length=128 \
             --output_dir=runs/zero_shot_quick
 Full:   python experiments/zero_shot_swap.py --num_reviews=64 --max_length=256 --seeds=0,1,2
+            --output_dir=results/zero_shot_swap   (the published table; default: runs/)
 One:    python experiments/zero_shot_swap.py --variant='exact*3,favor(num_features=128)*3'
 """
 
@@ -48,7 +49,8 @@ flags.DEFINE_list("seeds", ["0"], "Seeds of the random features / projections.")
 # --- run ---
 flags.DEFINE_integer("batch_size", 16, "Reviews per forward pass.")
 flags.DEFINE_string(
-    "output_dir", None, "Results folder (default: results/zero_shot_swap in the repository)."
+    "output_dir", None, "Results folder (default: runs/zero_shot_swap in the repository; the "
+    "published table is results/zero_shot_swap)."
 )
 FLAGS = flags.FLAGS
 NUM_LAYERS = 6  # all-MiniLM-L6-v2

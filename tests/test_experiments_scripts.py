@@ -55,10 +55,24 @@ def test_variants_imdb_quick(tmp_path, data_dir):
                  "config.json", "runs/v=1_seed=1/DONE", "runs/v=1_seed=1/metrics.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["settings"]["quick"] is True
+    # Every row carries the settings that made it.
+    assert {(r["epochs"], r["max_length"], r["backbone"], r["train_per_class"]) for r in rows} == {
+        ("1", "32", "tiny", "16")}
     # A second run finds every row finished and recomputes nothing.
     stamp = (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns
     run_script("variants_imdb", *args)
     assert (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns == stamp
+    # Another setting into the same folder is refused before anything is written or trained.
+    config = (out / "config.json").read_bytes()
+    changed = subprocess.run(
+        [sys.executable, "-m", "experiments.variants_imdb", *args, "--epochs=2"], cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False, capture_output=True,
+        text=True, timeout=1200)
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "epochs: 1 -> 2" in changed.stderr and "--overwrite" in changed.stderr
+    assert (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns == stamp
+    assert (out / "config.json").read_bytes() == config
+    assert _rows(out) == rows
 
 
 @pytest.mark.slow
@@ -170,7 +184,7 @@ def test_aggregate_builds_one_table_from_run_folders(tmp_path):
          "epoch_seconds": 10.0, "peak_host_rss_mb": 900.0, "energy_kwh": None}
         for v, (name, acc) in enumerate((("keras", 0.8), ("favor", 0.7))) for s in (0, 1, 2)])
     fake("glue_lowrank/wikitext", [{"run_id": "m0", "variant": "keras", "perplexity": 123.4}])
-    run_script("aggregate", f"--results_dir={tmp_path}")
+    run_script("aggregate", f"--results_dir={tmp_path}", "--publish")
     text = (tmp_path / "summary.md").read_text()
     assert "| variants_imdb | keras | test accuracy | 0.810 ± 0.010 |" in text
     assert "favor | test accuracy | 0.710 ± 0.010 (p=" in text
@@ -199,3 +213,64 @@ def test_failure_statistics_by_hand():
     assert negation_count("Can't, won't, NOT, nothing") == 3
     with pytest.raises(ValueError, match="one label and one prediction"):
         failure_statistics(texts, [1, 0], [1, 1])
+
+
+GLUE_PLAN = """
+import json, pathlib, sys
+import numpy as np
+from experiments import glue_lowrank as g
+
+settings = {"output_dir": "x", "quick": True, "backbone": "tiny", "variants": "keras;lowrank(k=8)",
+            "tasks": "mrpc;STS-B", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
+            "weight_decay": 0.01, "max_length": 32, "train_examples": 32, "dev_examples": 16,
+            "perplexity": True, "mlm_max_words": 16, "mlm_train_chunks": 16,
+            "mlm_eval_chunks": 8, "mlm_epochs": 1, "mlm_learning_rate": 1e-3,
+            "precision": "float32", "jit_compile": False, "seed": 0}
+variants, glue_rows, mlm_rows = g.plan(settings)
+
+
+def preprocess(texts):
+    n = int(texts.shape[0])
+    ids = np.arange(n * 4).reshape(n, 4)
+    return ({"token_ids": ids, "padding_mask": ids > 0, "mask_positions": ids[:, :2]},
+            ids[:, :2], np.ones((n, 2)))
+
+
+chunks = [f"chunk {i}" for i in range(5)]
+folder = pathlib.Path(sys.argv[1])
+key = g.eval_mask_key(settings, chunks)
+other = g.eval_mask_key({**settings, "max_length": 64}, chunks)
+edited = g.eval_mask_key(settings, chunks[:4] + ["edited"])
+cache = g.eval_mask_cache(folder, key)
+batches = g.shared_eval_batches(preprocess, chunks, 2, 0, cache, key)
+try:
+    g.shared_eval_batches(preprocess, chunks, 2, 0, cache, other)
+    refused = ""
+except ValueError as error:
+    refused = str(error)
+print(json.dumps({"glue": glue_rows, "mlm": mlm_rows, "batches": len(batches),
+                  "paths": [str(g.eval_mask_cache(folder, k)) for k in (key, other, edited)],
+                  "refused": refused}))
+"""
+
+
+@pytest.mark.slow
+def test_glue_lowrank_rows_and_mask_cache_carry_their_settings(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", GLUE_PLAN, str(tmp_path)], cwd=REPO_ROOT,
+                          env=env, check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    glue, mlm = out["glue"], out["mlm"]
+    assert [(r["task"], r["variant"]) for r in glue] == [
+        ("MRPC", "keras"), ("MRPC", "lowrank(k=8)"), ("STS-B", "keras"), ("STS-B", "lowrank(k=8)")]
+    for key in ("epochs", "learning_rate", "max_length", "backbone", "precision",
+                "train_examples", "dev_examples", "seed"):
+        assert key in glue[0], key
+    assert "mlm_epochs" not in glue[0] and "epochs" not in mlm[0]
+    for key in ("mlm_epochs", "mlm_learning_rate", "mlm_train_chunks", "max_length", "backbone"):
+        assert key in mlm[0], key
+    # The evaluation masks are cached per key: other settings or text get another file, and a
+    # cache read under another key is refused instead of reused.
+    assert out["batches"] == 3 and len(set(out["paths"])) == 3
+    assert "made with other settings" in out["refused"]

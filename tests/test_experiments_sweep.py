@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments import stats, sweep
+from experiments import stats, suite, sweep
 from keras_effattn.utils import io
 
 
@@ -48,8 +48,57 @@ def test_resume_skips_finished_rows(tmp_path):
 
 def test_changed_settings_of_a_finished_row_are_refused(tmp_path):
     sweep.run_sweep([{"run_id": "a", "lr": 0.1}], lambda row, d: {"y": 1}, tmp_path)
-    with pytest.raises(ValueError, match="new output folder"):
+    with pytest.raises(ValueError, match=r"'a' made with other settings \(lr: 0.1 -> 0.2\)"):
         sweep.run_sweep([{"run_id": "a", "lr": 0.2}], lambda row, d: {"y": 1}, tmp_path)
+
+
+def _row(run_id, variant, **settings):
+    base = {"epochs": 1, "learning_rate": 1e-3, "max_length": 32, "backbone": "tiny",
+            "precision": "float32", "train_per_class": 16}
+    return {"run_id": run_id, "variant": variant, **{**base, **settings}}
+
+
+def test_a_changed_setting_is_refused_before_any_row_runs(tmp_path):
+    calls = []
+
+    def run_fn(row, run_dir):
+        calls.append(row["run_id"])
+        return {"accuracy": 0.5 + row["epochs"]}
+
+    sweep.run_sweep([_row("v0", "keras"), _row("v1", "favor")], run_fn, tmp_path)
+    table = (tmp_path / "results.csv").read_bytes()
+    assert io.read_csv(tmp_path / "results.csv")[0]["epochs"] == "1"  # rows carry settings
+    calls.clear()
+    # A new row first, then the finished ones with more epochs and another length.
+    rows = [_row("v2", "lowrank"), *(_row(r, v, epochs=2, max_length=64)
+                                     for r, v in (("v0", "keras"), ("v1", "favor")))]
+    rows[0].update(epochs=2, max_length=64)
+    with pytest.raises(ValueError) as error:
+        sweep.run_sweep(rows, run_fn, tmp_path)
+    message = str(error.value)
+    assert "epochs: 1 -> 2" in message and "max_length: 32 -> 64" in message
+    assert "--overwrite" in message and "--output_dir" in message and "1 more run" in message
+    assert calls == []  # nothing ran, not even the new row
+    assert (tmp_path / "results.csv").read_bytes() == table
+    assert [r["accuracy"] for r in sweep.load_finished(tmp_path)] == [1.5, 1.5]
+
+
+def test_a_started_row_with_other_settings_is_refused(tmp_path):
+    def crash(row, run_dir):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        sweep.run_sweep([_row("v0", "keras")], crash, tmp_path)
+    with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.002"):
+        sweep.check_settings([_row("v0", "keras", learning_rate=2e-3)], tmp_path)
+    sweep.check_settings([_row("v0", "keras")], tmp_path)  # the same settings resume
+
+
+def test_row_settings_carry_everything_but_the_enumerating_lists():
+    settings = {"quick": True, "output_dir": "runs/x", "variants": "keras;exact", "seeds": "0;1",
+                "epochs": 3, "learning_rate": 1e-3, "precision": "float32"}
+    assert suite.row_settings(settings, ("variants", "seeds")) == {
+        "epochs": 3, "learning_rate": 1e-3, "precision": "float32"}
 
 
 @pytest.mark.parametrize(

@@ -472,18 +472,25 @@ class _EpochCsv(keras.callbacks.Callback):
 def prepare_output_dir(output_dir, fingerprint, overwrite=False):
     """Claims `output_dir` for the run with `fingerprint`.
 
+    A new (missing or empty) folder is created and marked as a run folder
+    (`keras_effattn.utils.io.claim_folder`). With `overwrite`, an existing folder is deleted
+    first, but only when it is a run folder this library marked (or empty): any other folder,
+    e.g. ``"."`` or a folder of the user's files, is refused and left untouched.
+
     Returns:
         "new", "resume" or "finished".
 
     Raises:
-        ValueError: when the folder holds another run's results or files that are not a run.
+        ValueError: when the folder holds another run's results or files that are not a run,
+            or `overwrite` is asked for a folder that is not a keras_effattn run folder.
     """
     folder = pathlib.Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output_dir {folder} is a file; give a folder path.")
-    if overwrite and folder.exists():
-        shutil.rmtree(folder)
-    if not folder.exists() or not any(folder.iterdir()):
+    if overwrite:
+        io.remove_owned_folder(folder, kinds=("run",))
+    if not io.folder_contents(folder):
+        io.claim_folder(folder, "run", fingerprint)
         return "new"
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -548,7 +555,8 @@ def train_and_evaluate(
         output_dir: str or path. The run folder (see the module docstring).
         validation: optional data evaluated after each epoch (early stopping, best checkpoint).
         callbacks: extra Keras callbacks for `fit` (e.g. a test's crash injector).
-        overwrite: bool, default False. Delete an existing folder first.
+        overwrite: bool, default False. Delete an existing run folder first (only a folder
+            this library marked as a run folder, or an empty one; anything else is refused).
         verbose: Keras `fit` verbosity ("auto", 0, 1, 2).
         strategy: a `tf.distribute.Strategy` or None to build one from ``config.strategy``.
         task_metrics: optional callable ``(y_true, y_pred) -> dict`` of extra metrics stored as

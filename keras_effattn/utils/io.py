@@ -16,11 +16,13 @@ Example:
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 
 import numpy as np
@@ -168,3 +170,101 @@ def save_weights(model, path):
         raise ValueError(f"Weights path must end with '.weights.h5', got {str(path)!r}.")
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
+
+
+# Folders this library claims carry this marker; only such folders (or empty ones) are ever
+# deleted, so `overwrite` can never remove a user's folder (e.g. ``output_dir="."``).
+OWNER_FILE = ".keras_effattn.json"
+
+
+def _owner_fingerprint(kind, name):
+    return hashlib.sha256(f"keras_effattn|{kind}|{name}".encode()).hexdigest()[:16]
+
+
+def claim_folder(folder, kind, name):
+    """Creates `folder` (if needed) and marks it as a keras_effattn folder of `kind`.
+
+    The marker, ``OWNER_FILE``, holds the kind (``"run"`` for a training run folder,
+    ``"sweep"`` for an experiment script's folder), a name (a run's config fingerprint, a
+    script's name) and a fingerprint of both; `remove_owned_folder` deletes only folders whose
+    marker checks out.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> claim_folder(folder, "run", "3f2a")["kind"]
+    'run'
+    >>> folder_owner(folder)["name"]
+    '3f2a'
+    """
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = {"owner": "keras_effattn", "kind": str(kind), "name": str(name),
+              "fingerprint": _owner_fingerprint(kind, name)}
+    write_json(folder / OWNER_FILE, marker)
+    return marker
+
+
+def folder_owner(folder):
+    """The marker of a folder claimed by `claim_folder`, or None (no marker, or one that is
+    not valid JSON or whose fingerprint does not match its kind and name)."""
+    path = pathlib.Path(folder) / OWNER_FILE
+    if not path.is_file():
+        return None
+    try:
+        marker = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("owner") != "keras_effattn":
+        return None
+    if marker.get("fingerprint") != _owner_fingerprint(marker.get("kind"), marker.get("name")):
+        return None
+    return marker
+
+
+def folder_contents(folder):
+    """The entries of `folder` other than its ownership marker (empty for a missing folder)."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name != OWNER_FILE)
+
+
+def remove_owned_folder(folder, kinds=("run", "sweep")):
+    """Deletes `folder` only when keras_effattn provably owns it; refuses anything else.
+
+    A missing or empty folder is left as it is (nothing to delete). A folder whose
+    ``OWNER_FILE`` marker (see `claim_folder`) names one of `kinds` is deleted with everything
+    in it. Any other folder (a user's folder, the working tree, a folder holding a hand-made
+    ``config.json``, a symbolic link) raises ValueError and is not touched.
+
+    Args:
+        folder: str or path-like.
+        kinds: the marker kinds that may be deleted, e.g. ``("run",)`` for a training run.
+
+    Raises:
+        ValueError: `folder` is a file, a symbolic link, or a non-empty folder without a
+            matching marker.
+    """
+    folder = pathlib.Path(folder)
+    if folder.is_symlink():
+        raise ValueError(
+            f"Refusing to delete {folder}: it is a symbolic link. Pass the folder it points to, "
+            "or choose a new output folder."
+        )
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"Refusing to delete {folder}: it is a file; give a folder path.")
+    if not folder_contents(folder):
+        return
+    owner = folder_owner(folder)
+    if owner is None or owner["kind"] not in kinds:
+        what = (f"a keras_effattn {owner['kind']} folder, not a {' or '.join(kinds)} folder"
+                if owner else f"not a folder keras_effattn created (no valid {OWNER_FILE})")
+        raise ValueError(
+            f"Refusing to overwrite {folder.resolve()}: it is not empty and is {what}. Choose a "
+            "new or empty output folder, or delete this one yourself if you mean to."
+        )
+    shutil.rmtree(folder)
