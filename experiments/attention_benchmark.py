@@ -156,18 +156,18 @@ def make_layer(cfg):
 
     import keras_effattn
 
-    common = dict(num_heads=cfg["num_heads"], key_dim=cfg["head_dim"], dropout=cfg["dropout"])
+    mha_kwargs = {"num_heads": cfg["num_heads"], "key_dim": cfg["head_dim"], "dropout": cfg["dropout"]}
     variant = cfg["variant"]
     if variant == "mha":
-        return keras.layers.MultiHeadAttention(**common)
+        return keras.layers.MultiHeadAttention(**mha_kwargs)
     if variant == "fused":
-        return keras_effattn.FusedAttention(**common)
+        return keras_effattn.FusedAttention(**mha_kwargs)
     if variant == "chunked":
-        return keras_effattn.FusedAttention(**common, chunk_size=cfg["chunk_size"])
+        return keras_effattn.FusedAttention(**mha_kwargs, chunk_size=cfg["chunk_size"])
     if variant == "favor":
-        return keras_effattn.FavorAttention(**common, num_features=cfg["num_features"], seed=0)
+        return keras_effattn.FavorAttention(**mha_kwargs, num_features=cfg["num_features"], seed=0)
     if variant == "linformer":
-        return keras_effattn.LowRankAttention(**common, k=cfg["linformer_k"],
+        return keras_effattn.LowRankAttention(**mha_kwargs, k=cfg["linformer_k"],
                                               max_length=cfg["length"], seed=0)
     raise ValueError(f"Unknown variant {variant!r}; use mha, fused, chunked, favor, linformer.")
 
@@ -411,6 +411,16 @@ def main(argv):
         raise ValueError(f"Unknown --variants {unknown}; choose from {list(VARIANTS)}.")
     if values["peak_matmul_size"] < 1:
         raise ValueError(f"--peak_matmul_size must be >= 1, got {values['peak_matmul_size']}.")
+    try:  # every number list is read before anything is written
+        configs = build_configs(values)
+    except ValueError as error:
+        raise common.UsageError(
+            f"{error}: --lengths, --batch_sizes and --no_dropout_lengths take integers, "
+            "--dropouts numbers, e.g. --lengths=128,512."
+        ) from None
+    if any(c["length"] < 1 or c["batch"] < 1 or not 0 <= c["dropout"] < 1 for c in configs):
+        raise common.UsageError("--lengths and --batch_sizes must be >= 1 and --dropouts in "
+                                "[0, 1).")
     from keras_effattn.utils import io, metadata
 
     output_dir = pathlib.Path(FLAGS.output_dir)
@@ -428,7 +438,7 @@ def main(argv):
         peaks.append(matmul_peak_flops(n=values["peak_matmul_size"]))
         return peaks[-1]
 
-    rows = sweep(build_configs(values), output_dir, FLAGS.memory_budget_gb * 1024,
+    rows = sweep(configs, output_dir, FLAGS.memory_budget_gb * 1024,
                  FLAGS.config_timeout_s, peak_fn=measure_peak if values["measure_peak"] else None)
     if peaks:
         runs[-1]["matmul_peak_gflops"] = _significant(peaks[0] / 1e9)

@@ -47,10 +47,15 @@ def main(argv):
                                              "batch_size", "seed", "output_dir")}
     unknown = sorted(set(settings["sizes"]) - set(SIZES))
     if unknown:
-        raise ValueError(f"Unknown --sizes {unknown}; choose from {sorted(SIZES)}.")
-    if settings["steps"] < 1 or settings["repeats"] < 1:
-        raise ValueError("--steps and --repeats must be >= 1.")
+        raise common.UsageError(f"Unknown --sizes {unknown}; choose from {sorted(SIZES)}.")
+    if settings["steps"] < 1 or settings["repeats"] < 1 or settings["batch_size"] < 1:
+        raise common.UsageError("--steps, --repeats and --batch_size must be >= 1.")
     from keras_effattn.training import benchmark
+
+    unknown = sorted(set(settings["variants"]) - set(benchmark.VARIANTS))
+    if unknown:
+        raise common.UsageError(
+            f"Unknown --variants {unknown}; choose from {list(benchmark.VARIANTS)}.")
     from keras_effattn.utils import io
     from keras_effattn.utils.metadata import run_metadata
 

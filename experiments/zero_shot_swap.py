@@ -83,11 +83,11 @@ def with_seed(spec, seed):
 
 def markdown_table(rows, num_reviews, max_length):
     lines = [
-        f"Zero-shot swap quality of all-MiniLM-L6-v2 on {num_reviews} IMDB test reviews "
-        f"({max_length} tokens), vs the exact backbone; mean over seeds (min over reviews).",
+        (f"Zero-shot swap quality of all-MiniLM-L6-v2 on {num_reviews} IMDB test reviews "
+         f"({max_length} tokens), vs the exact backbone; mean over seeds (min over reviews)."),
         "",
-        "| variant | seeds | CLS cosine mean | CLS cosine min | mean-pool cosine mean | "
-        "mean-pool cosine min | seq. rel. error |",
+        ("| variant | seeds | CLS cosine mean | CLS cosine min | mean-pool cosine mean | "
+         "mean-pool cosine min | seq. rel. error |"),
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = []
@@ -111,8 +111,33 @@ def markdown_table(rows, num_reviews, max_length):
     return "\n".join(lines) + "\n"
 
 
+def check_flags():
+    """Checks seeds, sizes, specs and the data before anything is written; returns
+    ``(data_dir, seeds)``.
+
+    Raises:
+        common.UsageError / FileNotFoundError: naming the flag and the fix.
+    """
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise common.UsageError(f"--seeds={','.join(FLAGS.seeds)} must be integers, e.g. "
+                                "--seeds=0,1,2.") from None
+    for name in ("num_reviews", "max_length", "batch_size"):
+        if FLAGS[name].value < 2:
+            raise common.UsageError(f"--{name}={FLAGS[name].value} must be at least 2.")
+    for variant in FLAGS.variant:
+        common.check_attention_spec(variant, flag="--variant", num_layers=NUM_LAYERS)
+    data_dir = common.data_dir(FLAGS.data_dir)
+    if not (data_dir / common.IMDB_ARCHIVE).is_file():
+        raise FileNotFoundError(f"No {common.IMDB_ARCHIVE} in {data_dir}; pass --data_dir with "
+                                "the shared data.")
+    return data_dir, seeds
+
+
 def main(argv):
     del argv
+    data_dir, seeds = check_flags()
     import keras
     import keras_hub
 
@@ -121,16 +146,12 @@ def main(argv):
     from keras_effattn.models import zero_shot
     from keras_effattn.utils import io, metadata
 
-    data_dir = (
-        pathlib.Path(FLAGS.data_dir) if FLAGS.data_dir else REPO_ROOT.parent / "shared" / "data"
-    )
     out = (
         pathlib.Path(FLAGS.output_dir)
         if FLAGS.output_dir
-        else REPO_ROOT / "results" / "zero_shot_swap"
+        else REPO_ROOT / "runs" / "zero_shot_swap"
     )
     variants = list(FLAGS.variant)
-    seeds = [int(s) for s in FLAGS.seeds]
     config = {
         "flags": {name: FLAGS[name].value for name in ("num_reviews", "max_length", "batch_size")},
         "variants": variants,

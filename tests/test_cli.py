@@ -249,3 +249,12 @@ def test_cli_usage_error_and_internal_error(tmp_path, capsys, monkeypatch):
     assert predict_lib.main(["--model_dir", str(tmp_path), "text"]) == 1
     err = capsys.readouterr()[1]
     assert "Traceback (most recent call last)" in err and "a bug in the predictor" in err
+
+
+def test_attention_benchmark_bad_number_list_exits_2_before_writing(tmp_path):
+    out = tmp_path / "bench"
+    done = _run(["-m", "experiments.attention_benchmark", "--lengths=128,5l2",
+                 f"--output_dir={out}"])
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "--lengths" in _one_error_line(done.stderr)
+    assert not out.exists()
