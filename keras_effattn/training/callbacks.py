@@ -6,8 +6,11 @@
 - `ResumableCheckpoint` saves the whole training state every epoch and every N steps: model and
   optimizer variables (``state.weights.h5``; Keras saves the optimizer's slots and iteration count
   with the model's weights), and ``state.json`` (epoch, step within it, global step, the finished
-  epochs' logs, the state of early stopping / best checkpoint). Both files are replaced atomically,
-  the weights first, so the JSON always describes weights that exist.
+  epochs' logs, the state of early stopping / best checkpoint / `EpochStats`, the random state of
+  every `keras.random.SeedGenerator` in the model (dropout), and mid-epoch the running sums of the
+  epoch's metrics). Both files are replaced atomically, the weights first, so the JSON always
+  describes weights that exist. A run resumed from it continues bit for bit: the same dropout
+  masks, the same batches, and the resumed epoch's row averages all its steps.
 - `BestCheckpoint` keeps the weights of the best epoch by a monitored metric (atomically).
 - `DivergenceGuard` stops training at the first step whose training loss is NaN or infinite by
   raising `TrainingDiverged` (epoch, step, global step and the loss value), before any later
@@ -123,6 +126,12 @@ class DivergenceGuard(keras.callbacks.Callback):
 class EpochStats(keras.callbacks.Callback):
     """Records per-epoch wall time, training throughput, peak memory and the learning rate.
 
+    The figures cover the whole epoch, also across a mid-epoch resume: `get_state` records the
+    steps, seconds and host peak of the epoch so far, and `set_state` (with the saved state of
+    a killed run) continues that epoch's count, so its row gives all its steps' samples over
+    the time spent on them (the steps lost between the last save and the kill, and the
+    restart, are not counted) and the higher host peak of both processes.
+
     Args:
         samples_per_step: int. Global batch size (samples per optimizer step).
     """
@@ -133,10 +142,18 @@ class EpochStats(keras.callbacks.Callback):
             raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}.")
         self.samples_per_step = int(samples_per_step)
         self._meter = MemoryMeter()
-
-    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = None
         self._steps = 0
         self._start = time.perf_counter()
+        self._carried = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        carried = self._carried if self._carried and self._carried["epoch"] == epoch else {}
+        self._carried = None
+        self._epoch = epoch
+        self._steps = int(carried.get("steps", 0))
+        self._start = time.perf_counter() - float(carried.get("seconds", 0.0))
+        self._carried_peak = float(carried.get("host_peak_rss_mb", 0.0))
         self._meter.start()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -148,13 +165,23 @@ class EpochStats(keras.callbacks.Callback):
         if logs is not None:
             logs["epoch_time_s"] = elapsed
             logs["train_samples_per_s"] = self._steps * self.samples_per_step / max(elapsed, 1e-9)
-            logs["host_peak_rss_mb"] = memory["host_peak_rss_mb"]
+            logs["host_peak_rss_mb"] = max(memory["host_peak_rss_mb"], self._carried_peak)
             if memory["device_peak_mb"] is not None:
                 logs["device_peak_mb"] = memory["device_peak_mb"]
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
     def on_train_end(self, logs=None):
         self._meter.stop()
+
+    def get_state(self):
+        """The current epoch's progress: ``{"epoch", "steps", "seconds", "host_peak_rss_mb"}``."""
+        peak = max(self._meter._peak / 2**20, getattr(self, "_carried_peak", 0.0))
+        return {"epoch": self._epoch, "steps": self._steps,
+                "seconds": time.perf_counter() - self._start, "host_peak_rss_mb": peak}
+
+    def set_state(self, state):
+        """Continues the saved epoch's count when training begins in that epoch."""
+        self._carried = dict(state) if state and state.get("steps") else None
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -218,16 +245,26 @@ def _early_stopping_state(callback):
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves the full training state every epoch and every `every_n_steps` steps.
 
-    Use `ResumableCheckpoint.load_state(directory)` before training to learn where to restart
-    and `restore(model)` to load the weights and optimizer state; the training loop in
-    `keras_effattn.training.fit` does both.
+    Use `ResumableCheckpoint.load_state(directory)` before training to learn where to restart,
+    `restore(model)` to load the weights and optimizer state, and `resume_from(state)` on the new
+    callback to continue the saved random state, callback states and running epoch metrics; the
+    training loop in `keras_effattn.training.fit` does all three. What it saves and restores
+    besides the weights:
+
+    - the state of every `keras.random.SeedGenerator` of the model (dropout masks), in the
+      order of ``model.variables``, restored when training begins;
+    - mid-epoch, the values of ``model.metrics_variables`` (the running loss and metric sums
+      and counts of the epoch so far), restored after Keras resets the metrics at the start
+      of the resumed epoch, so that epoch's logs cover all its steps;
+    - ``get_state()`` of each stateful callback (`EarlyStopping` is handled by its fields).
 
     Args:
         directory: str or path. Where ``state.weights.h5`` and ``state.json`` live.
         steps_per_epoch: int. Steps in a full epoch.
         every_n_steps: int or None. Also save every this many steps within an epoch.
         stateful_callbacks: list of callbacks whose state is saved and restored with the model:
-            `BestCheckpoint` and `keras.callbacks.EarlyStopping` instances.
+            `BestCheckpoint`, `EpochStats` and `keras.callbacks.EarlyStopping` instances (any
+            callback with ``get_state``/``set_state``).
         initial_epoch: int. The epoch this `fit` call starts in.
         initial_step: int. The step within `initial_epoch` the data starts from (mid-epoch
             resume; that epoch then runs only its remaining steps).
@@ -260,6 +297,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.step = int(initial_step)
         self.history = [dict(row) for row in history]
         self._pending_state = None
+        self._pending_random = None
+        self._pending_metrics = None
 
     @classmethod
     def load_state(cls, directory):
@@ -282,7 +321,23 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         """Queues saved callback states, applied at `on_train_begin` (after theirs)."""
         self._pending_state = list(states)
 
+    def resume_from(self, state):
+        """Queues everything a saved ``state.json`` dict holds besides the weights.
+
+        The callback states and the random state are applied at `on_train_begin`, the running
+        metrics at the start of the saved epoch (after Keras resets them), when the state was
+        saved mid-epoch.
+        """
+        self.set_callback_states(state.get("callbacks", []))
+        self._pending_random = state.get("random_state")
+        if state.get("step") and state.get("epoch_metrics") is not None:
+            self._pending_metrics = list(state["epoch_metrics"])
+
     def on_train_begin(self, logs=None):
+        if self._pending_random is not None:
+            _assign_all(_random_state_variables(self.model), self._pending_random,
+                        "random (SeedGenerator) state")
+            self._pending_random = None
         if self._pending_state is None:
             return
         for callback, state in zip(self.stateful_callbacks, self._pending_state):
@@ -298,6 +353,11 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.epoch:
             self.epoch, self.step = epoch, 0
+            self._pending_metrics = None
+        elif self._pending_metrics is not None:
+            _assign_all(self.model.metrics_variables, self._pending_metrics,
+                        "running epoch metrics")
+            self._pending_metrics = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -336,8 +396,49 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 "history": self.history,
                 "callbacks": self._callback_states(),
                 "stop_training": bool(self.model.stop_training),
+                "random_state": _values(_random_state_variables(self.model)),
+                "epoch_metrics": _values(self.model.metrics_variables) if self.step else None,
             },
         )
+
+
+def build_metrics(model, element_spec):
+    """Creates the compiled metrics' variables of `model` before its first training step.
+
+    Keras creates them when it first traces the train step (or, under a `tf.distribute`
+    strategy, in its symbolic build before `fit` starts); a mid-epoch resume needs them when
+    the epoch begins, to load the saved running values. `element_spec` is the training
+    dataset's ``(inputs, labels)`` spec; nothing runs on data and no random state is drawn.
+    """
+    unbuilt = [m for m in model.metrics if not getattr(m, "built", True)]
+    if unbuilt or not model.metrics_variables:
+        model._symbolic_build(data_batch=element_spec)
+
+
+def _random_state_variables(model):
+    """The model's `SeedGenerator` states: ``model.variables`` that are not weights."""
+    weights = {id(v) for v in model.weights}
+    seen, states = set(), []
+    for variable in model.variables:
+        if id(variable) not in weights and id(variable) not in seen:
+            seen.add(id(variable))
+            states.append(variable)
+    return states
+
+
+def _values(variables):
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in variables]
+
+
+def _assign_all(variables, values, what):
+    if len(variables) != len(values):
+        raise ValueError(
+            f"The saved training state holds {len(values)} {what} values but the model has "
+            f"{len(variables)}: it was saved by a different model. Resume with the model that "
+            "wrote it, or start over in a new output_dir."
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
 
 
 def _scalar(value):

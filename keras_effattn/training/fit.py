@@ -718,14 +718,15 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     if config.restore_best:
         best = cb.BestCheckpoint(checkpoint_dir / "best.weights.h5", monitor=config.monitor)
         stateful.append(best)
+    stats = cb.EpochStats(config.batch_size)
     checkpoint = cb.ResumableCheckpoint(
-        checkpoint_dir, steps_per_epoch, config.save_every_n_steps, stateful,
+        checkpoint_dir, steps_per_epoch, config.save_every_n_steps, [*stateful, stats],
         initial_epoch=start_epoch, initial_step=start_step, history=history,
     )
-    if state is not None:
-        checkpoint.set_callback_states(state.get("callbacks", []))
+    if state is not None:  # dropout random state, callback states, the epoch's running metrics
+        checkpoint.resume_from(state)
     guard = cb.DivergenceGuard(steps_per_epoch, initial_epoch=start_epoch, initial_step=start_step)
-    fit_callbacks = [guard, cb.EpochStats(config.batch_size), *stateful]
+    fit_callbacks = [guard, stats, *stateful]
     if config.tensorboard and tensorboard_available():
         fit_callbacks.append(keras.callbacks.TensorBoard(
             str(folder / "tensorboard"), write_graph=False, profile_batch=0))
@@ -745,6 +746,8 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
         last_epoch = config.epochs if step == 0 else epoch + 1
         data = train_stream(train_split, config.batch_size, config.seed, config.epochs,
                             epoch * steps_per_epoch + step, num_classes, one_hot, to_inputs)
+        if step:  # mid-epoch: the saved running metrics need the metrics' variables now
+            cb.build_metrics(model, data.element_spec)
         # keras.Model.fit, not a KerasHub task's own fit: the pipeline above already applied
         # the task's preprocessor.
         keras.Model.fit(
