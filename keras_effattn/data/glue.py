@@ -161,10 +161,16 @@ def read_glue(
         A `TextDataset` named `"glue/<task>/<split>"`: `text_pairs` set for pair tasks, `int32`
         labels with the task's `class_names`, or `float32` scores for STS-B.
 
-    Example:
-    >>> mrpc = read_glue("MRPC", "../shared/data/glue", "dev")
-    >>> len(mrpc), mrpc.class_names, GLUE_TASKS["MRPC"].metrics
-    (408, ('not_equivalent', 'equivalent'), ('f1', 'accuracy'))
+    Example (``read_glue("MRPC", "../shared/data/glue", "dev")`` gives MRPC's 408 pairs; here
+    an SST-2 folder of two rows in the same layout):
+    >>> import pathlib, tempfile
+    >>> glue = pathlib.Path(tempfile.mkdtemp())
+    >>> (glue / "SST-2").mkdir()
+    >>> rows = "sentence\\tlabel\\na fine film \\t1\\ndull \\t0\\n"
+    >>> _ = (glue / "SST-2" / "dev.tsv").write_text(rows, encoding="utf-8")
+    >>> sst2 = read_glue("SST-2", glue, "dev")
+    >>> len(sst2), sst2.class_names, GLUE_TASKS["SST-2"].metrics
+    (2, ('negative', 'positive'), ('accuracy',))
 
     References:
         Wang et al., "GLUE: A Multi-Task Benchmark and Analysis Platform for Natural Language

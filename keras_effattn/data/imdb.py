@@ -71,11 +71,18 @@ def read_imdb(
         ValueError: a wrong folder layout, a corrupt or truncated archive, an empty review,
             non-UTF-8 bytes (strict mode), or a bad argument.
 
-    Example:
-    >>> train = read_imdb("../shared/data/aclImdb_v1.tar.gz", "train", max_per_class=1000)
+    Example (``read_imdb("../shared/data/aclImdb_v1.tar.gz", "train", max_per_class=1000)``
+    reads a balanced 2,000 of the real archive; here a two-review folder of the same layout):
+    >>> import pathlib, tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp()) / "aclImdb"
+    >>> for label, text in (("pos", "A <b>fine</b> film."), ("neg", "Dull.<br />Very.")):
+    ...     folder = root / "train" / label
+    ...     folder.mkdir(parents=True)
+    ...     _ = (folder / "0_7.txt").write_text(text, encoding="utf-8")
+    >>> train = read_imdb(root, "train")
     >>> len(train), train.class_counts().tolist()
-    (2000, [1000, 1000])
-    >>> ds = train.to_tf_dataset(batch_size=16, shuffle=True, seed=0)
+    (2, [1, 1])
+    >>> ds = train.to_tf_dataset(batch_size=2, shuffle=True, seed=0)
 
     References:
         Maas et al., "Learning Word Vectors for Sentiment Analysis", ACL 2011.

@@ -77,10 +77,14 @@ def dataset_statistics(dataset, tokenizer=None, max_length=None, num_special_tok
         with `max_length` also `max_length`, `num_special_tokens`, `truncation_rate` (share of
         examples cut) and `truncated_token_fraction` (share of all tokens cut).
 
-    Example:
-    >>> stats = dataset_statistics(read_imdb(archive, "test", max_per_class=1000),
-    ...                            tokenizer=preprocessor.tokenizer, max_length=256)
-    >>> stats["truncation_rate"]  # 0.40 for 1,000/class IMDB test reviews, MiniLM WordPiece
+    Example (with 1,000/class IMDB test reviews, MiniLM's WordPiece tokenizer and
+    ``max_length=256`` the truncation rate is 0.40):
+    >>> from keras_effattn.data.dataset import TextDataset
+    >>> ds = TextDataset(["a fine film", "dull", "so very long and dull", "great"],
+    ...                  [1, 0, 0, 1], class_names=("neg", "pos"))
+    >>> stats = dataset_statistics(ds, tokenizer=str.split, max_length=4)
+    >>> stats["num_examples"], stats["truncation_rate"]  # 2 + 2 special tokens: 2 of 4 cut
+    (4, 0.5)
     """
     return _statistics(dataset, tokenizer, max_length, num_special_tokens)[0]
 

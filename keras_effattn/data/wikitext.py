@@ -121,12 +121,19 @@ def read_wikitext(path, split=None, format=None, detokenize=False, encoding_erro
     Returns:
         A `WikiText` with the split's articles.
 
-    Example:
-    >>> train = read_wikitext("../shared/data/wikitext-2", OFFLINE_SPLITS["train"])  # valid
-    >>> evaluation = read_wikitext("../shared/data/wikitext-2", OFFLINE_SPLITS["eval"])  # test
+    Example (``read_wikitext("../shared/data/wikitext-2", OFFLINE_SPLITS["train"])`` reads the
+    shared copy's valid split: 60 articles, 217,646 tokens with end-of-line markers; here a
+    two-article file in the same format):
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "wiki.valid.tokens").write_text(
+    ...     " \\n = Title = \\n \\n The cat sat on the mat . \\n It was 3 @,@ 000 years old . \\n"
+    ...     " \\n = Other = \\n \\n Another one . \\n", encoding="utf-8")
+    >>> train = read_wikitext(folder, "valid")
     >>> len(train), train.num_tokens_with_eos
-    (60, 217646)
-    >>> examples = train.chunks(max_words=96)
+    (2, 33)
+    >>> train.chunks(max_words=4)[:2]
+    ['= Title = The', 'cat sat on the']
 
     References:
         Merity et al., "Pointer Sentinel Mixture Models", ICLR 2017 (arXiv:1609.07843).

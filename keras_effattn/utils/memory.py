@@ -8,7 +8,7 @@ RSS to report a peak within a window. On GPU, TensorFlow's allocator keeps its o
 Example:
 
 >>> meter = MemoryMeter()
->>> meter.start()
+>>> meter = meter.start()  # returns itself
 >>> data = bytearray(10_000_000)
 >>> meter.stop()["host_peak_rss_mb"] > 0
 True
