@@ -289,9 +289,12 @@ def summary_table(results, folder):
     return "\n".join(out)
 
 
-def main(argv):
-    del argv
-    settings = {name: FLAGS[name].value for name in FLAG_NAMES}
+def run(settings, verbose=1):
+    """Checks `settings` (the flag values by name), loads the data, trains and evaluates.
+
+    Returns:
+        ``(results, folder)``: the metrics dict and the run folder.
+    """
     source = check_settings(settings)
     from keras_effattn.training import train_and_evaluate
 
@@ -308,9 +311,15 @@ def main(argv):
         task_metrics = functools.partial(glue_metrics, task.name)
     results = train_and_evaluate(
         config, model_builder(settings, train.num_classes), train, evaluation, folder,
-        validation=validation, overwrite=settings["overwrite"], verbose=1,
+        validation=validation, overwrite=settings["overwrite"], verbose=verbose,
         task_metrics=task_metrics,
     )
+    return results, folder
+
+
+def main(argv):
+    del argv
+    results, folder = run({name: FLAGS[name].value for name in FLAG_NAMES})
     print(summary_table(results, folder))
     return 0
 

@@ -1,12 +1,10 @@
 """experiments/train.py in-process: data loading (--data_source alone, --val_per_class, GLUE
 tasks with three classes or regression scores), flag checks made before anything is written,
-safe run-folder names, and loading a saved model for inference; plus `train.py
---dataset=glue/...` end to end in a subprocess."""
+safe run-folder names, loading a saved model for inference, and `run` (what `main` does after
+parsing the flags) on GLUE CoLA and STS-B. The script's own process (flags, exit status) is
+covered by tests/test_train_script.py and tests/test_cli.py."""
 
 import gzip
-import os
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -17,7 +15,6 @@ from experiments import common
 from experiments import train as train_script
 from export import to_onnx
 from keras_effattn.utils import io
-from tests.conftest import REPO_ROOT
 from tests.test_train_script import _write_imdb
 
 MNLI_HEADER = (
@@ -168,44 +165,37 @@ def test_saved_run_model_loads_for_inference_without_optimizer_warning(tmp_path)
         common.load_model(tmp_path / "missing.keras")
 
 
-def _train(argv):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "experiments.train", *argv], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=1200, check=False)
-
-
-TINY = ["--backbone=tiny", "--max_length=32", "--batch_size=4", "--epochs=1",
-        "--learning_rate=1e-3", "--energy=false", "--save_model=false"]
+TINY = {"backbone": "tiny", "max_length": 32, "batch_size": 4, "epochs": 1,
+        "learning_rate": 1e-3, "energy": False, "save_model": False}
 
 
 @pytest.mark.slow
-def test_train_script_glue_cola_with_validation(tmp_path, data_dir):
+def test_glue_cola_run_with_validation(tmp_path, data_dir):
     out = tmp_path / "cola"
-    done = _train([f"--data_dir={data_dir}", "--dataset=glue/cola", "--train_per_class=6",
-                   "--val_per_class=2", "--eval_per_class=4", *TINY, f"--output_dir={out}"])
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "matthews_corrcoef" in done.stdout
+    results, _ = train_script.run(settings(
+        data_dir=str(data_dir), dataset="glue/cola", train_per_class=6, val_per_class=2,
+        eval_per_class=4, output_dir=str(out), **TINY), verbose=0)
     config = io.read_json(out / "config.json")
     assert config["data"] == {"train_examples": 12, "evaluation_examples": 8,
                               "validation_examples": 4,
                               "class_names": ["unacceptable", "acceptable"]}
-    metrics = io.read_json(out / "metrics.json")
-    assert set(metrics["evaluation"]["task_metrics"]) == {"matthews_corrcoef"}
-    assert metrics["evaluation"]["num_examples"] == 8
+    assert set(results["evaluation"]["task_metrics"]) == {"matthews_corrcoef"}
+    assert results["evaluation"]["num_examples"] == 8
     assert "val_loss" in io.read_csv(out / "epochs.csv")[0]
+    assert "matthews_corrcoef" in train_script.summary_table(results, out)
 
 
 @pytest.mark.slow
-def test_train_script_glue_regression_from_data_source_alone(tmp_path):
+def test_glue_regression_run_from_data_source_alone(tmp_path):
     root = _write_glue(tmp_path / "glue")
     out = tmp_path / "stsb"
-    done = _train([f"--data_source={root}", f"--data_dir={tmp_path / 'none'}",
-                   "--dataset=glue/stsb", "--train_per_class=8", "--eval_per_class=4",
-                   "--label_smoothing=0", *TINY, f"--output_dir={out}"])
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "pearson" in done.stdout and "RMSE" in done.stdout
-    metrics = io.read_json(out / "metrics.json")
-    assert metrics["task"] == "regression"
-    assert set(metrics["evaluation"]["task_metrics"]) == {"pearson", "spearman"}
-    assert metrics["evaluation"]["num_examples"] == 4
-    assert (out / "predictions.png").is_file()
+    results, folder = train_script.run(settings(
+        data_source=str(root), data_dir=str(tmp_path / "none"), dataset="glue/stsb",
+        train_per_class=8, eval_per_class=4, output_dir=str(out), **TINY),
+        verbose=0)
+    assert folder == out and results["task"] == "regression"
+    assert set(results["evaluation"]["task_metrics"]) == {"pearson", "spearman"}
+    assert results["evaluation"]["num_examples"] == 4
+    assert (out / "predictions.png").is_file() and (out / "DONE").is_file()
+    table = train_script.summary_table(results, folder)
+    assert "| pearson" in table and "RMSE" in table and "accuracy" not in table
