@@ -95,3 +95,50 @@ def run_layer_contract(cls, kwargs, tmp_path, length=7, atol=1e-5):
         np.testing.assert_allclose(out, eager, atol=tol, rtol=tol)
         assert np.all(np.isfinite(np.asarray(mixed(x, x, attention_mask=none), np.float32)))
     return layer
+
+
+def readout_inputs(layer, length=32, batch=4, seed=0):
+    """Makes `layer` (one head, value_dim = width = `length`) return its attention matrix.
+
+    The value and output projections become identities with zero bias and the value input is
+    the identity matrix, so ``layer(query, value)[b, t, s]`` is the (dropped-out) attention
+    weight of query t on key s: dropout can be read off the layer's own output.
+
+    Returns:
+        ``(query [B, T, length], value [B, length, length])`` float32.
+    """
+    query = np.random.default_rng(seed).normal(size=(batch, length, length)).astype("float32")
+    value = np.broadcast_to(np.eye(length, dtype="float32"), (batch, length, length)).copy()
+    layer(query, value)  # builds
+    eye = np.eye(length, dtype="float32")
+    layer._value_dense.kernel.assign(eye.reshape(length, 1, length))
+    layer._value_dense.bias.assign(np.zeros((1, length), "float32"))
+    layer._output_dense.kernel.assign(eye.reshape(1, length, length))
+    layer._output_dense.bias.assign(np.zeros((length,), "float32"))
+    return query, value
+
+
+def check_dropout_readout(layer, rate, query, value, mask=None):
+    """Dropout on the attention weights, read through `readout_inputs`.
+
+    Checks: two training calls differ; an inference call equals the undropped weights (the
+    returned scores); each training weight is 0 or weight / (1 - rate); the dropped share is
+    `rate` (± 0.03 over >= 3000 weights); the mean row sum is kept; masked keys stay 0.
+    """
+    probs = np.asarray(layer(query, value, attention_mask=mask,
+                             return_attention_scores=True)[1])[:, 0]  # [B, T, S]
+    inference = np.asarray(layer(query, value, attention_mask=mask, training=False))
+    np.testing.assert_allclose(inference, probs, atol=1e-6)
+    first = np.asarray(layer(query, value, attention_mask=mask, training=True))
+    second = np.asarray(layer(query, value, attention_mask=mask, training=True))
+    assert not np.allclose(first, second), "two training calls drew the same dropout mask"
+    real = probs > 0.0
+    assert real.sum() >= 3000
+    for out in (first, second):
+        dropped = out[real] == 0.0
+        assert abs(dropped.mean() - rate) < 0.03, dropped.mean()
+        np.testing.assert_allclose(out[real][~dropped], probs[real][~dropped] / (1.0 - rate),
+                                   rtol=1e-4, atol=1e-7)
+        assert np.all(out[~real] == 0.0)
+        assert abs(out.sum(-1).mean() - probs.sum(-1).mean()) < 0.05  # expectation kept
+    return probs, first

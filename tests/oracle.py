@@ -84,9 +84,24 @@ def favor_naive(q, k, v, w, key_keep=None, causal=False):
     return np.einsum("bnts,bsnh->btnh", a, np.asarray(v, np.float64)), a
 
 
+def window_keep(t, s, window):
+    """bool ``[1, T, S]``: |query position - key position| < window (a symmetric band)."""
+    return (np.abs(np.arange(t)[:, None] - np.arange(s)[None, :]) < window)[None]
+
+
 def linformer_naive(q, k, v, e, f, key_keep=None):
-    """Linformer with shared-head E, F ``[L, K]``: masked keys zeroed, empty slots excluded."""
+    """Linformer: masked keys zeroed, then projected by E, F; empty slots left out.
+
+    E and F are ``[L, K]`` (shared by the heads) or ``[N, L, K]`` (one per head, computed
+    head by head).
+    """
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    e, f = np.asarray(e, np.float64), np.asarray(f, np.float64)
+    if e.ndim == 3:
+        heads = [linformer_naive(q[:, :, n:n + 1], k[:, :, n:n + 1], v[:, :, n:n + 1], e[n],
+                                 f[n], key_keep) for n in range(q.shape[2])]
+        return (np.concatenate([h[0] for h in heads], axis=2),
+                np.concatenate([h[1] for h in heads], axis=1))
     s = k.shape[1]
     keep = np.ones(k.shape[:2], bool) if key_keep is None else np.asarray(key_keep, bool)
     k = k * keep[..., None, None]

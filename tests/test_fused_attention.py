@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_effattn import FusedAttention
 from tests import oracle
-from tests.layer_contract import run_layer_contract
+from tests.layer_contract import check_dropout_readout, readout_inputs, run_layer_contract
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3], ids=["fused", "chunked"])
@@ -80,6 +80,62 @@ def test_chunked_gradients_match_fused():
 
     for g_fused, g_chunked in zip(grads(fused), grads(chunked)):
         np.testing.assert_allclose(np.asarray(g_chunked), np.asarray(g_fused), atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 8], ids=["fused", "chunked"])
+def test_dropout_in_training_only_at_the_rate_with_expectation_kept(chunk_size):
+    layer = FusedAttention(num_heads=1, key_dim=8, value_dim=32, dropout=0.25,
+                           chunk_size=chunk_size, seed=3)
+    query, value = readout_inputs(layer)
+    mask = np.ones((4, 1, 32), "int32")
+    mask[1, 0, 20:] = 0
+    probs, _ = check_dropout_readout(layer, 0.25, query, value, mask)
+    want, _ = oracle.softmax_attention(
+        np.einsum("btd,dnh->btnh", query, np.asarray(layer._query_dense.kernel))
+        + np.asarray(layer._query_dense.bias),
+        np.einsum("bsd,dnh->bsnh", value, np.asarray(layer._key_dense.kernel))
+        + np.asarray(layer._key_dense.bias),
+        value[:, :, None], np.broadcast_to(mask.astype(bool), (4, 32, 32)))
+    np.testing.assert_allclose(probs, want[:, :, 0], atol=1e-5)
+    # Without dropout, the same weights give the inference output in training too.
+    plain = FusedAttention(num_heads=1, key_dim=8, value_dim=32, chunk_size=chunk_size)
+    plain(query, value)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(query, value, attention_mask=mask,
+                                                training=True)), probs, atol=1e-6)
+
+
+WINDOW_CASES = {
+    "window": {"window": 3, "causal": False, "padded": False},
+    "window_padding": {"window": 3, "causal": False, "padded": True},
+    "window_causal_padding": {"window": 4, "causal": True, "padded": True},
+}
+
+
+@pytest.mark.parametrize("case", list(WINDOW_CASES))
+@pytest.mark.parametrize("chunk_size", [None, 4], ids=["fused", "chunked"])
+def test_sliding_window_matches_masked_exact_reference(case, chunk_size):
+    window, causal, padded = (WINDOW_CASES[case][k] for k in ("window", "causal", "padded"))
+    x, mha, layer = _pair(chunk_size, sliding_window=window)
+    mask = None
+    keep = np.broadcast_to(oracle.window_keep(11, 11, window), (2, 11, 11))
+    if padded:
+        mask = np.ones((2, 1, 11), "int32")
+        mask[1, 0, 7:] = 0
+        keep = keep & mask.astype(bool)
+    if causal:
+        keep = keep & oracle.causal_keep(11, 11)
+    got, scores = layer(x, x, attention_mask=mask, use_causal_mask=causal,
+                        return_attention_scores=True)
+    want, want_probs = oracle.mha_forward(mha.get_weights(), x, x, keep)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scores), want_probs, atol=1e-6)
+    assert np.all(np.asarray(scores)[:, :, keep.shape[1] - 1, :7] == 0.0)  # outside the band
+    # MultiHeadAttention spreads a row without keys uniformly; compare the other rows.
+    rows = keep.any(-1)
+    assert not rows.all() if padded else rows.all()
+    stock = np.asarray(mha(x, x, attention_mask=mask, use_causal_mask=causal))
+    np.testing.assert_allclose(np.asarray(got)[rows], stock[rows], atol=1e-5)
 
 
 def test_drops_into_keras_hub_transformer_encoder():
