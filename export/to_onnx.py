@@ -568,6 +568,10 @@ def _flags():
     flags.DEFINE_float("min_agreement", 0.99, "Minimum label agreement for int8/fp16.")
     flags.DEFINE_list("labels", None, "Class names (default: neg,pos for 2 classes).")
     flags.DEFINE_integer("seed", 0, "Chooses the IMDB verification sample.")
+    flags.DEFINE_string(
+        "web", None, "Also write the static browser page of the export into this folder "
+        "(python -m export.web; needs `npm ci --prefix web`).",
+    )
     flags.mark_flags_as_required(["model", "output_dir"])
     return flags.FLAGS
 
@@ -646,6 +650,10 @@ def main(argv):
         _imdb_archive(flag_values)
     if pathlib.Path(flag_values.output_dir).is_file():
         raise ValueError(f"--output_dir {flag_values.output_dir!r} is a file; pass a folder.")
+    if flag_values.web:
+        from export import web
+
+        web.ort_source()  # onnxruntime-web installed? (FileNotFoundError names the fix)
     try:
         model = load_float32(flag_values.model)
         texts, labels = _verification_texts(flag_values)
@@ -676,6 +684,9 @@ def main(argv):
         f"{report['file_bytes'][report['precision']] / 1e6:.1f} MB): max |Δlogit| "
         f"{final['max_abs_diff']:.2e}, label agreement {final['label_agreement']:.4f}"
     )
+    if flag_values.web:
+        page = web.export_web(flag_values.output_dir, flag_values.web)
+        print(f"wrote the web page {flag_values.web} ({page['total_bytes'] / 1e6:.1f} MB)")
     return 0
 
 

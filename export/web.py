@@ -59,8 +59,8 @@ import unicodedata
 
 from export import cli
 from export import tokenizer as tokenizer_lib
-from export.predict import MODEL_FILE, Predictor, load_clean_text
 from export.metadata import CLEAN_TEXT
+from export.predict import MODEL_FILE, Predictor, load_clean_text
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEB_ROOT = REPO_ROOT / "web"

@@ -16,6 +16,7 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import unicodedata
 
@@ -178,7 +179,8 @@ def hard_cases(seed=0):
 
 def run_node(script, *args, timeout=300):
     result = subprocess.run(["node", str(NODE_SCRIPTS / script), *map(str, args)],
-                            capture_output=True, text=True, timeout=timeout)
+                            check=False, capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -330,3 +332,24 @@ def test_page_in_headless_chromium_equals_python(pages, server, tmp_path, precis
     record_property("median_latency_ms", float(np.median(out["latency_ms"])))
     print(f"{precision}: page loaded in {out['load_ms']:.0f} ms, median latency "
           f"{np.median(out['latency_ms']):.2f} ms/review, max |Δp| {diff:.2e}")
+
+
+@pytest.mark.slow
+def test_to_onnx_web_flag_writes_the_page(tmp_path):
+    require_tools()
+    from tests.export_helpers import tiny_classifier
+
+    tiny_classifier("exact").save(tmp_path / "model.keras")
+    texts, _ = imdb(per_class=4)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.to_onnx", "--model", str(tmp_path / "model.keras"),
+         "--texts", str(tmp_path / "texts.txt"), "--labels", "neg,pos",
+         "--output_dir", str(tmp_path / "onnx"), "--web", str(tmp_path / "page")],
+        check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote the web page" in result.stdout
+    page = tmp_path / "page"
+    assert (page / "model.onnx").read_bytes() == (tmp_path / "onnx" / "model.onnx").read_bytes()
+    assert all((page / name).is_file() for name in (*web.APP_FILES, web.TABLES_FILE))
