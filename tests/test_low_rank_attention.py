@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_effattn import FusedAttention, LowRankAttention
 from tests import oracle
-from tests.layer_contract import run_layer_contract
+from tests.layer_contract import check_dropout_readout, readout_inputs, run_layer_contract
 
 
 @pytest.mark.parametrize(
@@ -61,6 +61,64 @@ def test_matches_oracle_with_random_projection():
     want, _ = oracle.mha_forward(mha.get_weights(), x, x, core=core)
     got = layer(x, x, attention_mask=keep.astype("int32"))  # [B, S] key padding form
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("share_kv", [False, True], ids=["own_f", "share_kv"])
+def test_per_head_projections_match_oracle(share_kv):
+    x, mha = _mha()
+    layer = LowRankAttention.from_multi_head_attention(
+        mha, (None, 9, 8), k=4, max_length=10, share_heads=False, share_kv=share_kv)
+    e = np.asarray(layer.key_projection)
+    f = np.asarray(layer.value_projection)
+    assert e.shape == (2, 10, 4) and not np.allclose(e[0], e[1])
+    assert np.array_equal(e, f) == share_kv
+    keep = np.ones((2, 9), bool)
+    keep[1, 5:] = False
+
+    def core(q, k, v, _):
+        return oracle.linformer_naive(q, k, v, e, f, keep)
+
+    want, _ = oracle.mha_forward(mha.get_weights(), x, x, core=core)
+    got = layer(x, x, attention_mask=keep[:, None].astype("int32"))
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    # Head 0 alone equals the shared-head oracle with E[0], F[0]: the heads really differ.
+    shared, _ = oracle.mha_forward(mha.get_weights(), x, x, core=lambda q, k, v, _: (
+        oracle.linformer_naive(q, k, v, e[0], f[0], keep)))
+    assert not np.allclose(np.asarray(got), shared, atol=1e-3)
+
+
+@pytest.mark.parametrize("init", [None, "glorot_uniform", "seeded", "ones"])
+def test_key_and_value_projections_start_independent(init):
+    """Keras initializers repeat their draw: F must not silently start as a copy of E."""
+    def build(seed):
+        initializer = keras.initializers.RandomUniform(seed=7) if init == "seeded" else init
+        layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=6, seed=seed,
+                                 projection_initializer=initializer)
+        layer.build((None, 6, 8), (None, 6, 8))
+        return np.asarray(layer.key_projection), np.asarray(layer.value_projection)
+
+    e, f = build(seed=11)
+    assert np.array_equal(e, f) == (init == "ones")
+    if init in (None, "seeded"):  # a seeded draw is reproducible, F included
+        e2, f2 = build(seed=11)
+        np.testing.assert_array_equal(e2, e)
+        np.testing.assert_array_equal(f2, f)
+
+
+def test_dropout_in_training_only_at_the_rate_with_expectation_kept():
+    layer = LowRankAttention(num_heads=1, key_dim=8, value_dim=32, k=32, max_length=32,
+                             dropout=0.25, seed=5)
+    query, value = readout_inputs(layer)
+    layer.value_projection.assign(np.eye(32, dtype="float32"))  # F = I: the output reads P
+    mask = np.ones((4, 32), "int32")
+    mask[2, 24:] = 0
+    probs, _ = check_dropout_readout(layer, 0.25, query, value, mask)
+    assert np.all(probs[2, :, 24:] == 0.0) and np.all(probs[2, :, :24] > 0.0)
+    plain = LowRankAttention(num_heads=1, key_dim=8, value_dim=32, k=32, max_length=32)
+    plain(query, value)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(query, value, attention_mask=mask,
+                                                training=True)), probs, atol=1e-6)
 
 
 def test_qkv_rank_conversion_full_rank_exact_and_error_falls():

@@ -37,6 +37,20 @@ class _FactorizedProjection(keras.layers.Layer):
         return self.up.compute_output_shape(self.down.compute_output_shape(input_shape))
 
 
+def _reseeded(initializer):
+    """`initializer` with the next seed, so that F does not start as a copy of E.
+
+    Keras' random initializers draw the same values at every call (an unseeded one fixes a seed
+    when it is created); a deterministic initializer (no ``seed``) is returned as it is.
+    """
+    config = initializer.get_config()
+    if "seed" not in config:
+        return initializer
+    seed = config["seed"]
+    config["seed"] = seed + 1 if isinstance(seed, int) else None
+    return type(initializer).from_config(config)
+
+
 @keras.saving.register_keras_serializable(package="keras_effattn")
 class LowRankAttention(keras.layers.MultiHeadAttention):
     """Linformer multi-head attention: keys and values projected along the sequence to k.
@@ -83,7 +97,8 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
         share_heads: bool, one E (and F) for all heads. Defaults to True.
         share_kv: bool, F = E. Defaults to False.
         qkv_rank: int > 0 or None, rank of the Q/K/V projections (<= min(dim, N·H)).
-        projection_initializer: initializer of E and F. Defaults to N(0, 1/k).
+        projection_initializer: initializer of E and F. Defaults to N(0, 1/k). A seeded
+            random initializer draws F with the next seed, so E and F start independent.
         seed: int or None, seeds the default projection initializer and dropout.
         **kwargs: other `keras.layers.MultiHeadAttention` arguments.
 
@@ -160,7 +175,7 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
             else:
                 self.value_projection = self.add_weight(
                     name="value_projection", shape=shape,
-                    initializer=self.projection_initializer, trainable=True)
+                    initializer=_reseeded(self.projection_initializer), trainable=True)
                 self._extra_weights.append(self.value_projection)
 
     def _build_factorized(self, query_shape, value_shape, key_shape):
