@@ -1,4 +1,8 @@
-"""Naive softmax attention: the plain quadratic form, kept simple as the benchmark baseline.
+"""Naive softmax attention: the plain quadratic form, kept simple as the readable definition.
+
+The fused, chunked and approximate paths are checked against an independent NumPy oracle in
+the tests; this function is the same definition in keras.ops, public for users who want a
+plain baseline (it builds the whole [B, N, T, S] matrix in float32).
 
 Shape letters: B batch, T query length, S key length, N heads, H head size.
 """
