@@ -6,9 +6,11 @@ M number of random features.
 The softmax kernel exp(q·k / sqrt(H)) is approximated by φ(q')·φ(k') with q' = q·H^(-1/4),
 k' = k·H^(-1/4) and the positive map φ(x) = exp(W x - |x|²/2 - c) / sqrt(M), W the M×H random
 features (blocks of orthogonal rows with chi-distributed norms) and c a stabiliser (the row max
-for queries, the max over real keys for keys; both cancel in the normalisation). Attention is
-then φ(Q) (φ(K)ᵀ V) / φ(Q) (φ(K)ᵀ 1): O((T + S)·M·H) time and memory. Padded keys get φ = 0, so
-they leave both the numerator and the normaliser. The causal form uses prefix sums computed per
+for queries, the max over real keys for keys, 0 for a sequence without real keys; both cancel
+in the normalisation). Attention is then φ(Q) (φ(K)ᵀ V) / φ(Q) (φ(K)ᵀ 1): O((T + S)·M·H) time
+and memory. Padded keys get φ = 0 (their logits are replaced before the exp, so nothing
+overflows), so they leave both the numerator and the normaliser; a sequence without real keys
+gives zero output with finite gradients. The causal form uses prefix sums computed per
 block of C positions (exact masked quadratic form inside a block, running sums across blocks).
 All feature maps, sums and normalisers are float32.
 
