@@ -13,7 +13,8 @@ Every mask here is a *keep* mask: ``True`` (or 1) means "may attend", ``False`` 
 The layers keep masks factorised in a `MaskParts` (query padding, key padding, causal flag,
 sliding window, optional dense part) so that linear-time attention never builds a T×S tensor
 when only padding masks were given. A fully masked query row attends to nothing and its
-attention output is zero (as in ``MultiHeadAttention``).
+attention output is zero (``keras.layers.MultiHeadAttention`` instead spreads such a row
+uniformly over all keys, masked ones included), with finite gradients in every kind.
 """
 
 from typing import NamedTuple
