@@ -228,6 +228,7 @@ def run_absl(main, argv=None):
         flags.DEFINE_boolean(
             VERBOSE_FLAG, False,
             "Show TensorFlow's C++ log lines, INFO logs and the traceback of input errors.",
+            module_name=argv[0],  # listed by --helpshort with the script's own flags
         )
 
     def parse(args):
