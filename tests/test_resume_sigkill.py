@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from keras_effattn.utils import io
+from keras_effattn.utils.saving import load_for_inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 POSITIVE = ["good", "great", "fine", "superb", "lovely"]
@@ -147,12 +148,8 @@ def test_sigkill_mid_epoch_then_same_command_equals_an_uninterrupted_run(tmp_pat
     for key in ("accuracy", "macro_f1", "loss", "confusion_matrix", "per_class"):
         assert evaluation[key] == full_evaluation[key], key
 
-    import keras
-
-    import keras_effattn  # noqa: F401 (registers the layers for loading)
-
-    model = keras.saving.load_model(killed_dir / "model.keras", compile=False)
-    full_model = keras.saving.load_model(tmp_path / "full" / "model.keras", compile=False)
+    model = load_for_inference(killed_dir / "model.keras")
+    full_model = load_for_inference(tmp_path / "full" / "model.keras")
     for weight, full_weight in zip(model.weights, full_model.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(weight), np.asarray(full_weight),
                                       err_msg=weight.path)

@@ -4,7 +4,9 @@ Scripts (`experiments/train.py`), notebooks and tests all call this function. It
 
 1. claims `output_dir` for this run: a folder holding another run's results (a different config
    or data fingerprint) is a `ValueError`; a finished folder of the same run is returned as is;
-   an unfinished one is resumed;
+   an unfinished one is resumed. Under a multi-worker strategy every worker runs this whole
+   path, but only the chief writes `output_dir`; the others write a local copy
+   (`keras_effattn.training.distribute.worker_folder`), deleted when the run finishes;
 2. builds the model inside the precision scope and the distribution strategy's scope, applies
    freezing and remat, builds the optimiser (warmup schedule, clipping, weight decay, LLRD) and
    compiles (XLA on or off);
@@ -66,7 +68,12 @@ import numpy as np
 from keras_effattn.training import callbacks as cb
 from keras_effattn.training import evaluate as ev
 from keras_effattn.training import report
-from keras_effattn.training.distribute import get_strategy
+from keras_effattn.training.distribute import (
+    build_from_spec,
+    get_strategy,
+    is_chief,
+    worker_folder,
+)
 from keras_effattn.training.energy import EnergyMeter
 from keras_effattn.training.optimizers import build_optimizer, find_backbone
 from keras_effattn.training.precision import precision_scope
@@ -599,6 +606,12 @@ def train_and_evaluate(
         )
     fingerprint = config.fingerprint(_data_fingerprint(train_split, eval_split, val_split))
     folder = pathlib.Path(output_dir)
+    strategy = strategy or get_strategy(config.strategy)
+    worker = not is_chief(strategy)
+    if worker:  # trains in step with the chief; writes a local copy of the run, not output_dir
+        if (folder / DONE).is_file() and prepare_output_dir(folder, fingerprint) == "finished":
+            return io.read_json(folder / "metrics.json")  # the chief will not train either
+        folder = worker_folder(strategy, fingerprint)
     state_of_folder = prepare_output_dir(folder, fingerprint, overwrite)
     if state_of_folder == "finished":
         return io.read_json(folder / "metrics.json")
@@ -646,6 +659,8 @@ def train_and_evaluate(
         raise
     finally:
         energy.stop()  # on every failure path too (a no-op when `_run` stopped it)
+    if worker:
+        shutil.rmtree(folder, ignore_errors=True)
     return results
 
 
@@ -748,6 +763,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
                             epoch * steps_per_epoch + step, num_classes, one_hot, to_inputs)
         if step:  # mid-epoch: the saved running metrics need the metrics' variables now
             cb.build_metrics(model, data.element_spec)
+        build_from_spec(model, data.element_spec)  # a no-op unless multi-worker
         # keras.Model.fit, not a KerasHub task's own fit: the pipeline above already applied
         # the task's preprocessor.
         keras.Model.fit(
