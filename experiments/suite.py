@@ -312,11 +312,13 @@ def prepare_sweep(settings, script, question, row_sets, overwrite=False, extra_c
         script: the script's name (the folder's owner).
         question: the question the sweep answers (for ``config.json``).
         row_sets: list of ``(rows, subfolder)``: each `run_sweep` the script will call, with
-            its folder relative to the sweep folder (``""`` for the folder itself).
+            its folder relative to the sweep folder (``""`` for the folder itself); an empty
+            `rows` (a part that is switched off) is skipped.
         overwrite: replace the folder (`claim_sweep_dir`).
         extra_config: optional dict merged into the settings written to ``config.json``.
     """
     out_dir = pathlib.Path(settings["output_dir"])
+    row_sets = [(rows, subfolder) for rows, subfolder in row_sets if rows]
     for rows, _ in row_sets:
         sweep.check_rows(rows)
     claim_sweep_dir(out_dir, script, overwrite)

@@ -179,3 +179,17 @@ def test_format_mean_std():
     assert stats.format_mean_std(0.8123, 0.0042) == "0.812 ± 0.004"
     assert stats.format_mean_std(0.8, float("nan")) == "0.800"
     assert stats.format_mean_std("", "") == "n/a"
+
+
+def test_prepare_sweep_refuses_a_changed_setting_before_rewriting_config(tmp_path):
+    out = tmp_path / "sweep"
+    settings = {"output_dir": str(out), "quick": True, "epochs": 1}
+    rows = [{"run_id": "a", "epochs": 1}]
+    suite.prepare_sweep(settings, "demo", "q?", [(rows, ""), ([], "part-switched-off")])
+    sweep.run_sweep(rows, lambda row, d: {"y": 1}, out)
+    config = (out / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="epochs: 1 -> 2"):
+        suite.prepare_sweep({**settings, "epochs": 2}, "demo", "q?",
+                            [([{"run_id": "a", "epochs": 2}], "")])
+    assert (out / "config.json").read_bytes() == config
+    assert io.read_json(out / "config.json")["settings"]["epochs"] == 1
