@@ -55,7 +55,7 @@ def test_changed_settings_of_a_finished_row_are_refused(tmp_path):
 def _row(run_id, variant, **settings):
     base = {"epochs": 1, "learning_rate": 1e-3, "max_length": 32, "backbone": "tiny",
             "precision": "float32", "train_per_class": 16}
-    return {"run_id": run_id, "variant": variant, **{**base, **settings}}
+    return {"run_id": run_id, "variant": variant, **base, **settings}
 
 
 def test_a_changed_setting_is_refused_before_any_row_runs(tmp_path):
