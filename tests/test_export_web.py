@@ -21,6 +21,7 @@ import threading
 import unicodedata
 
 import numpy as np
+import onnx
 import pytest
 
 from export import web
@@ -293,18 +294,20 @@ def test_page_in_headless_chromium_equals_python(pages, server, tmp_path, precis
         assert labels == [e["label"] for e in expected]
         assert diff <= 1e-4
     else:
+        # The int8 export's fused com.microsoft.QAttention runs in onnxruntime-web's WASM.
+        assert "QAttention" in {n.op_type for n in onnx.load(folder / "model.onnx").graph.node}
         # onnxruntime's int8 kernels differ between WASM and x86 (VNNI/AVX2 u8s8 paths), so
-        # the page's int8 probabilities differ from Python's by up to ~6e-3 here. This random-
+        # the page's int8 probabilities differ from Python's (up to 6e-3 measured). This random-
         # weight model puts every review within 0.5 +- 0.04, so a label can flip only where
         # Python's own margin |p - 0.5| is below that difference: labels must agree on every
-        # review Python decides by more than 0.02 (13 of the 200 here), and on >= 99 % overall
-        # (199 of 200 when measured: the one flip had a Python margin of 6e-6).
-        assert diff <= 0.02
-        decided = np.abs(reference - 0.5) > 0.02
-        assert decided.sum() >= 10
+        # review Python decides by more than 0.01 (47 to 87 of the 200 in the runs measured),
+        # and on >= 95 % overall (199 of 200 measured: the flip had a Python margin of 6e-6).
+        assert diff <= 0.01
+        decided = np.abs(reference - 0.5) > 0.01
+        assert decided.sum() >= 20
         agree = (positive > 0.5) == (reference > 0.5)
         assert agree[decided].all()
-        assert agree.mean() >= 0.99
+        assert agree.mean() >= 0.95
         record_property("label_agreement", float(agree.mean()))
     # The text box.
     single = predictor.predict([job["single_text"]])[0]

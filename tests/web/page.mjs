@@ -55,8 +55,10 @@ try {
 
   // The per-word view.
   await page.$eval('#text', (e, text) => { e.value = text; }, job.explain_text);
+  const t2 = performance.now();
   await page.click('#explain');
   await page.waitForFunction(() => document.getElementById('explanation').dataset.done === 'true');
+  out.explain_wall_ms = performance.now() - t2;
   out.explain = await page.evaluate(() => ({
     label: document.getElementById('result').dataset.label,
     probability: Number(document.getElementById('result').dataset.probability),
