@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -49,12 +50,19 @@ def _start(tmp_path, name, strategy, output_dir, tf_config=None):
 
 
 def _wait_all(tmp_path, started):
-    """Waits for every process (all killed at the first failure or the timeout)."""
+    """Waits for every process; all are killed at the first failure (a worker left alone would
+    wait for its peer's collective ops) or at the timeout."""
+    deadline = time.monotonic() + TIMEOUT_S
     try:
-        for name, proc, _, _ in started:
-            proc.wait(timeout=TIMEOUT_S)
+        while any(proc.poll() is None for _, proc, _, _ in started):
+            failed = [(name, proc) for name, proc, _, _ in started if proc.poll()]
+            assert time.monotonic() < deadline, f"timed out after {TIMEOUT_S} s"
+            if failed:
+                break
+            time.sleep(0.5)
+        for name, proc, _, _ in sorted(started, key=lambda s: s[1].poll() is None):
             log = (tmp_path / f"{name}.log").read_text()[-4000:]
-            assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{log}"
+            assert proc.poll() == 0, f"{name} exited {proc.returncode}:\n{log}"
     finally:
         for _, proc, log, _ in started:
             if proc.poll() is None:
