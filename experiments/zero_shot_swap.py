@@ -24,7 +24,10 @@ from experiments import common
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # --- data ---
-flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+# --data_dir and --output_dir mean what experiments.common's flags mean; another script imported
+# into the same process (a test) may have defined them already.
+if "data_dir" not in flags.FLAGS:
+    flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
 flags.DEFINE_integer("num_reviews", 64, "IMDB test reviews (half positive, half negative).")
 flags.DEFINE_integer("max_length", 256, "Tokens per review (truncated, padded).")
 # --- variants ---
@@ -48,10 +51,11 @@ flags.DEFINE_multi_string(
 flags.DEFINE_list("seeds", ["0"], "Seeds of the random features / projections.")
 # --- run ---
 flags.DEFINE_integer("batch_size", 16, "Reviews per forward pass.")
-flags.DEFINE_string(
-    "output_dir", None, "Results folder (default: runs/zero_shot_swap in the repository; the "
-    "published table is results/zero_shot_swap)."
-)
+if "output_dir" not in flags.FLAGS:
+    flags.DEFINE_string(
+        "output_dir", None, "Results folder (default: runs/zero_shot_swap in the repository; "
+        "the published table is results/zero_shot_swap)."
+    )
 FLAGS = flags.FLAGS
 NUM_LAYERS = 6  # all-MiniLM-L6-v2
 

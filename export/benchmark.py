@@ -5,12 +5,14 @@ the Keras model's answers? Per-sample latency and throughput at batch 1 and 16, 
 and 256 (real IMDB reviews packed to that length), the three backends timed in turn in every
 repeat (so machine load hits them alike; medians reported, ratios to Keras from the same run),
 model file sizes, and label agreement with Keras (and accuracy) on IMDB test reviews. Writes
-``results.json`` and ``results.md`` into ``--output_dir`` and prints the table.
+``results.json`` and ``results.md`` into ``--output_dir`` (default the git-ignored
+``runs/export_benchmark``; ``--output_dir=results/export_benchmark`` publishes into the tracked
+results) and prints the table.
 
 Examples:
-    python -m export.benchmark --model results/train/model.keras --agreement_per_class 50 \
+    python -m export.benchmark --model runs/train/RUN/model.keras --agreement_per_class 50 \
         --repeats 5 --output_dir runs/export_benchmark_quick  # quick
-    python -m export.benchmark --model results/train/model.keras  # full: 1,000 reviews
+    python -m export.benchmark --model runs/train/RUN/model.keras  # full: 1,000 reviews
 """
 
 import os
@@ -28,8 +30,8 @@ from export.tokenizer import WordPieceTokenizer
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 flags.DEFINE_string("model", None, "Trained classifier (.keras).")
-flags.DEFINE_string("output_dir", str(REPO_ROOT / "results" / "export_benchmark"),
-                    "Where results.json and results.md go.")
+flags.DEFINE_string("output_dir", str(REPO_ROOT / "runs" / "export_benchmark"),
+                    "Where results.json and results.md go (results/export_benchmark publishes).")
 flags.DEFINE_string("export_dir", None, "Where the fp32/int8 exports go (default: a temp dir).")
 flags.DEFINE_string("data_dir", str(REPO_ROOT.parent / "shared" / "data"),
                     "Folder with aclImdb_v1.tar.gz.")

@@ -217,3 +217,10 @@ def test_a_bad_spec_in_a_sweep_fails_before_any_folder_is_written(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "lowrank(kk=8)" in done.stderr and "kk" in done.stderr
     assert not out.exists()
+
+
+def test_export_benchmark_defaults_to_runs_not_results():
+    code = "import export.benchmark as b; print(b.FLAGS['output_dir'].default)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300, check=True).stdout.strip().splitlines()[-1]
+    assert os.path.realpath(out) == os.path.realpath(REPO_ROOT / "runs" / "export_benchmark")

@@ -54,7 +54,9 @@ def test_end_to_end_writes_all_artefacts(tmp_path):
         assert rows[0][key] != ""
     assert (folder / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "eval accuracy" in (folder / "report.md").read_text()
-    assert metrics["energy"]["available"] in (True, False)
+    energy = metrics["energy"]  # CodeCarbon is installed and works offline: a real figure
+    assert energy["available"] is True and energy["energy_kwh"] > 0, energy
+    assert energy["method"] and isinstance(energy["measured"], bool)
     if metrics["tensorboard"]:
         assert any((folder / "tensorboard").rglob("*tfevents*"))
     loaded = keras.saving.load_model(folder / "model.keras")
