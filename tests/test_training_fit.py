@@ -20,8 +20,9 @@ ARTEFACTS = {
 
 
 def _config(**overrides):
-    settings = dict(epochs=2, batch_size=8, eval_batch_size=16, learning_rate=3e-3,
-                    warmup_ratio=0.2, energy=False, jit_compile=False, tensorboard=False, seed=3)
+    settings = {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 3e-3,
+                "warmup_ratio": 0.2, "energy": False, "jit_compile": False, "tensorboard": False,
+                "seed": 3}
     settings.update(overrides)
     return TrainConfig(**settings)
 
