@@ -146,6 +146,7 @@ class EpochStats(keras.callbacks.Callback):
         self._steps = 0
         self._start = time.perf_counter()
         self._carried = None
+        self._carried_peak = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         carried = self._carried if self._carried and self._carried["epoch"] == epoch else {}
@@ -175,7 +176,7 @@ class EpochStats(keras.callbacks.Callback):
 
     def get_state(self):
         """The current epoch's progress: ``{"epoch", "steps", "seconds", "host_peak_rss_mb"}``."""
-        peak = max(self._meter._peak / 2**20, getattr(self, "_carried_peak", 0.0))
+        peak = max(self._meter.host_peak_mb(), self._carried_peak)
         return {"epoch": self._epoch, "steps": self._steps,
                 "seconds": time.perf_counter() - self._start, "host_peak_rss_mb": peak}
 

@@ -684,7 +684,6 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
     steps_per_epoch = len(train_split) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     one_hot = config.label_smoothing > 0
-    strategy = strategy or get_strategy(config.strategy)
     with precision_scope(config.precision) as policy, strategy.scope():
         model = build_model()
         num_classes = _num_outputs(model) or (

@@ -89,6 +89,10 @@ class MemoryMeter:
         self._thread.start()
         return self
 
+    def host_peak_mb(self):
+        """The host RSS peak of the window so far, in MiB (the window keeps running)."""
+        return max(self._peak, current_rss_bytes()) / 2**20
+
     def stop(self):
         """Ends the window; returns ``{"host_peak_rss_mb", "device_peak_mb"}`` (None on CPU)."""
         if self._thread is not None:
