@@ -24,10 +24,7 @@ from experiments import common
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # --- data ---
-# --data_dir and --output_dir mean what experiments.common's flags mean; another script imported
-# into the same process (a test) may have defined them already.
-if "data_dir" not in flags.FLAGS:
-    flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
+flags.DEFINE_string("data_dir", None, "Shared data folder (default: ../shared/data).")
 flags.DEFINE_integer("num_reviews", 64, "IMDB test reviews (half positive, half negative).")
 flags.DEFINE_integer("max_length", 256, "Tokens per review (truncated, padded).")
 # --- variants ---
@@ -51,11 +48,10 @@ flags.DEFINE_multi_string(
 flags.DEFINE_list("seeds", ["0"], "Seeds of the random features / projections.")
 # --- run ---
 flags.DEFINE_integer("batch_size", 16, "Reviews per forward pass.")
-if "output_dir" not in flags.FLAGS:
-    flags.DEFINE_string(
-        "output_dir", None, "Results folder (default: runs/zero_shot_swap in the repository; "
-        "the published table is results/zero_shot_swap)."
-    )
+flags.DEFINE_string(
+    "output_dir", None, "Results folder (default: runs/zero_shot_swap in the repository; "
+    "the published table is results/zero_shot_swap)."
+)
 FLAGS = flags.FLAGS
 NUM_LAYERS = 6  # all-MiniLM-L6-v2
 

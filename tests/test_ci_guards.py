@@ -56,3 +56,35 @@ def test_ci_log_check_fails_on_data_skips_failures_and_no_tests(tmp_path):
 def test_ci_run_uses_the_log_check():
     script = (REPO_ROOT / ".ci" / "run").read_text()
     assert "check-test-log" in script and "PIPESTATUS[0]" in script
+
+
+def _experiments_imported_in_process():
+    """The `experiments.*` modules some test file imports into the pytest process itself (import
+    statements only: code in strings runs in a child process)."""
+    import ast
+
+    names = set()
+    for path in (REPO_ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "experiments":
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("experiments."):
+                names.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                names.update(a.name.split(".")[1] for a in node.names
+                             if a.name.startswith("experiments."))
+    return sorted(names)
+
+
+def test_scripts_imported_by_tests_can_share_one_process():
+    """Scripts define absl flags at import. The whole suite runs in one pytest process, so two
+    scripts that tests import in-process must not define the same flag (a `DuplicateFlagError`
+    then fails whichever test imports second, depending on the order and `-k`). Scripts that
+    would clash are run in subprocesses instead, like tests/test_experiments_scripts.py does."""
+    names = _experiments_imported_in_process()
+    assert "train" in names  # the scan finds what it should
+    code = "; ".join(f"import experiments.{n}" for n in names)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=False,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, f"importing {names} together failed:\n{proc.stderr[-2000:]}"

@@ -274,3 +274,23 @@ def test_glue_lowrank_rows_and_mask_cache_carry_their_settings(tmp_path):
     # cache read under another key is refused instead of reused.
     assert out["batches"] == 3 and len(set(out["paths"])) == 3
     assert "made with other settings" in out["refused"]
+
+
+@pytest.mark.slow
+def test_zero_shot_swap_writes_results_and_resumes(tmp_path, data_dir):
+    def run(*variants):
+        args = [f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--num_reviews=2",
+                "--max_length=16", "--batch_size=2", "--seeds=0"]
+        run_script("zero_shot_swap", *args, *[f"--variant={v}" for v in variants])
+        return _rows(tmp_path)
+
+    first = run("exact", "exact*4,favor(num_features=16)*2")
+    assert [r["variant"] for r in first] == ["exact", "exact*4,favor(num_features=16)*2"]
+    assert float(first[0]["cls_cosine_min"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(first[1]["mean_cosine_mean"]) < 1.0
+    second = run("exact", "exact*4,favor(num_features=16)*2", "lowrank(k=8)")
+    assert second[:2] == first  # finished rows are kept, not recomputed
+    assert len(second) == 3
+    for name in ("config.json", "results.json", "results.md"):
+        assert (tmp_path / name).is_file()
+    assert "`lowrank(k=8)`" in (tmp_path / "results.md").read_text()

@@ -266,32 +266,6 @@ def test_encode_pools_over_real_tokens_in_batches():
         zero_shot.encode(backbone, x["token_ids"], x["padding_mask"][:, :3])
 
 
-@pytest.mark.slow
-def test_zero_shot_script_writes_results_and_resumes(tmp_path, data_dir):
-    from experiments import zero_shot_swap as script
-
-    def run(*variants):
-        argv = ["zero_shot_swap", f"--data_dir={data_dir}", f"--output_dir={tmp_path}"]
-        argv += ["--num_reviews=2", "--max_length=16", "--batch_size=2", "--seeds=0"]
-        argv += [f"--variant={v}" for v in variants]
-        script.FLAGS.unparse_flags()
-        script.FLAGS(argv)
-        script.main([])
-        return keras_effattn.utils.read_csv(tmp_path / "results.csv")
-
-    first = run("exact", "exact*4,favor(num_features=16)*2")
-    assert [r["variant"] for r in first] == ["exact", "exact*4,favor(num_features=16)*2"]
-    assert float(first[0]["cls_cosine_min"]) == pytest.approx(1.0, abs=1e-6)
-    assert float(first[1]["mean_cosine_mean"]) < 1.0
-    second = run("exact", "exact*4,favor(num_features=16)*2", "lowrank(k=8)")
-    assert second[:2] == first  # finished rows are kept, not recomputed
-    assert len(second) == 3
-    for name in ("config.json", "results.json", "results.md"):
-        assert (tmp_path / name).is_file()
-    assert "`lowrank(k=8)`" in (tmp_path / "results.md").read_text()
-    script.FLAGS.unparse_flags()
-
-
 def test_factorised_lowrank_reswaps_to_itself_and_refuses_full_kinds():
     backbone = keras_effattn.swap_attention(_tiny(), "lowrank(k=8,qkv_rank=4,max_length=24)")
     x = _inputs(backbone)
