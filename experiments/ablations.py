@@ -31,7 +31,7 @@ from experiments import common, suite, sweep
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
-flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
                     "';'-separated groups to run.")

@@ -39,7 +39,7 @@ from experiments.failures import failure_statistics, negation_count
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
-flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("work_dir", None, "Engine run folder, holds model.keras (default: "
                     "runs/quick|full/analysis_model in the repository).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
@@ -146,7 +146,7 @@ def run(settings, data_dir, overwrite=False):
     suite.check_specs([settings["attention"]], source, flag="--attention")
     if settings["work_dir"] is None:
         settings = {**settings, "work_dir": str(suite.default_output_dir(
-            "analysis_model", settings["quick"]))}
+            "analysis_model", settings["tier"]))}
     suite.prepare_sweep(settings, NAME, QUESTION, [], overwrite=overwrite)
     if overwrite:
         io.remove_owned_folder(settings["work_dir"], kinds=("run",))

@@ -36,7 +36,7 @@ from experiments import common, suite, sweep
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
-flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
 flags.DEFINE_string("settings", "baseline;mixed_precision;remat;label_smoothing;dropout;adam;"

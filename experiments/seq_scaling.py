@@ -46,7 +46,7 @@ from experiments import common, suite, sweep
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
-flags.DEFINE_bool("quick", False, "Small, CPU-sized settings (flags given explicitly win).")
+suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("backbone", "minilm-l6", "Architecture source: 'minilm-l6' or 'tiny'.")
 flags.DEFINE_string(
     "variants", "keras;exact;exact(chunk_size=256);favor(num_features=128);lowrank(k=128)",

@@ -190,26 +190,64 @@ def _cell(value):
     return str(value)
 
 
+# The scale a sweep runs at. `quick`: a tiny from-scratch model for seconds (a smoke test, never a
+# research result); `cpu`: the pretrained model at a scale 2 CPU cores afford (the published
+# research tables); `full`: the GPU-sized defaults of each script's flags.
+TIERS = ("quick", "cpu", "full")
+
+
+def define_tier_flags():
+    """Defines ``--tier`` and its shorthand ``--quick`` (once per process)."""
+    from absl import flags
+
+    if "tier" in flags.FLAGS:
+        return
+    flags.DEFINE_enum(
+        "tier", "full", TIERS, "Scale: 'quick' (tiny from-scratch model, a smoke test), 'cpu' "
+        "(pretrained model, sized for 2 CPU cores: the published tables) or 'full' (GPU-sized "
+        "defaults). Flags given explicitly win over the tier's values.")
+    flags.DEFINE_bool("quick", False, "Shorthand for --tier=quick.")
+
+
 def define_publish_flag():
     """Defines ``--publish`` (once per process): write into the repository's ``results/``."""
     from absl import flags
 
     if "publish" not in flags.FLAGS:
         flags.DEFINE_bool(
-            "publish", False, "Write into the repository's git-tracked results/<name>/ (the "
-            "published tables) instead of runs/quick|full/<name>/.")
+            "publish", False, "Write into the repository's git-tracked results/<tier>/<name>/ "
+            "(the published tables) instead of runs/<tier>/<name>/.")
 
 
-def default_output_dir(name, quick, publish=False):
-    """``results/<name>`` (publish) or ``runs/quick/<name>`` / ``runs/full/<name>``, all in
-    the repository (not the working directory)."""
-    if publish:
-        return common.REPO_ROOT / "results" / name
-    return common.RUNS_DIR / ("quick" if quick else "full") / name
+def default_output_dir(name, tier, publish=False):
+    """``results/<tier>/<name>`` (publish) or ``runs/<tier>/<name>``, both in the repository (not
+    the working directory). `tier` is one of `TIERS` (a bool means quick / full)."""
+    if isinstance(tier, bool):
+        tier = "quick" if tier else "full"
+    if tier not in TIERS:
+        raise ValueError(f"Unknown tier {tier!r}; pass one of {', '.join(TIERS)}.")
+    return (common.REPO_ROOT / "results" if publish else common.RUNS_DIR) / tier / name
 
 
-def settings_from_flags(flag_values, names, quick_values, name):
-    """The run settings: each flag's value, with `--quick` replacing flags not given explicitly.
+def tier_of(flag_values):
+    """The tier the parsed flags ask for (``--quick`` means ``--tier=quick``).
+
+    Raises:
+        ValueError: for ``--quick`` together with another explicit ``--tier``.
+    """
+    quick = bool(flag_values["quick"].value)
+    if "tier" not in flag_values:
+        return "quick" if quick else "full"
+    tier = flag_values["tier"].value
+    if quick and flag_values["tier"].present and tier != "quick":
+        raise ValueError(f"--quick means --tier=quick but --tier={tier} was also given; pass "
+                         "one of them.")
+    return "quick" if quick else tier
+
+
+def settings_from_flags(flag_values, names, presets, name):
+    """The run settings: each flag's value, with the tier's preset replacing flags not given
+    explicitly.
 
     Reads nothing from disk and writes nothing: the sweep folder is claimed later
     (`prepare_sweep`), after every flag and spec was checked.
@@ -217,31 +255,41 @@ def settings_from_flags(flag_values, names, quick_values, name):
     Args:
         flag_values: `absl.flags.FLAGS` (parsed).
         names: the flag names that make the settings.
-        quick_values: dict name -> value used under ``--quick`` unless the flag was set on the
-            command line.
-        name: the script's results name (``results/<name>``, ``runs/quick/<name>``).
+        presets: dict tier -> {flag name: value} (a tier's values win over flags not given on
+            the command line); a plain {flag name: value} dict is the ``quick`` preset alone.
+            The ``full`` tier is the flags' own defaults.
+        name: the script's results name (``results/<tier>/<name>``, ``runs/<tier>/<name>``).
 
     Returns:
-        dict name -> value (plus ``quick`` and ``output_dir``: ``--output_dir`` when given,
-        else `default_output_dir`, honouring ``--publish`` when the script defines it).
+        dict name -> value (plus ``tier``, ``quick`` (tier == "quick") and ``output_dir``:
+        ``--output_dir`` when given, else `default_output_dir`, honouring ``--publish`` when the
+        script defines it).
 
     Raises:
-        ValueError: for ``--publish`` together with ``--output_dir``.
+        ValueError: for ``--publish`` together with ``--output_dir``, or a tier this script
+            has no preset for.
     """
-    quick = bool(flag_values["quick"].value)
-    settings = {"quick": quick}
+    if not presets or not set(presets) <= set(TIERS):
+        presets = {"quick": presets}
+    tier = tier_of(flag_values)
+    if tier != "full" and tier not in presets:
+        offered = ", ".join(t for t in TIERS if t == "full" or t in presets)
+        raise ValueError(f"experiments.{name.split('/')[0]} has no --tier={tier}; pass one of "
+                         f"{offered}.")
+    preset = presets.get(tier, {})
+    settings = {"tier": tier, "quick": tier == "quick"}
     for flag in names:
         value = flag_values[flag]
-        use_quick = quick and flag in quick_values and not value.present
-        settings[flag] = quick_values[flag] if use_quick else value.value
+        use_preset = flag in preset and not value.present
+        settings[flag] = preset[flag] if use_preset else value.value
     publish = "publish" in flag_values and bool(flag_values["publish"].value)
     given = flag_values["output_dir"].value
     if publish and given:
         raise ValueError(
-            f"--publish writes to results/{name}/ but --output_dir={given} was also given; "
-            "pass one of them."
+            f"--publish writes to results/{tier}/{name}/ but --output_dir={given} was also "
+            "given; pass one of them."
         )
-    settings["output_dir"] = str(given or default_output_dir(name, quick, publish))
+    settings["output_dir"] = str(given or default_output_dir(name, tier, publish))
     return settings
 
 
@@ -250,11 +298,12 @@ def row_settings(settings, exclude=()):
     ``quick`` and the names in `exclude` (the lists that enumerate the rows, e.g. variants or
     seeds, and settings that do not affect the rows).
 
+    The tier is left out too: it only chooses the values, which the row carries.
     A row is ``{"run_id": ..., **row_settings(settings, ...), **its own settings}``, so a
     finished row is reused only when every setting that affects it is unchanged
     (`experiments.sweep.check_settings`).
     """
-    skip = {"output_dir", "quick", *exclude}
+    skip = {"output_dir", "quick", "tier", *exclude}
     return {k: v for k, v in settings.items() if k not in skip}
 
 

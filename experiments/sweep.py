@@ -15,6 +15,11 @@ are checked before anything runs (`check_settings`): a changed setting stops the
 ValueError naming each setting that differs, its stored and its requested value, instead of
 mixing results from different settings in one table.
 
+Each finished row also records the conditions it ran under: ``wall_seconds`` (the whole run),
+``load_1min_start``/``load_1min_end`` (the CPU's 1-minute load average: a busy machine explains a
+slow row), ``cpu_model`` and ``cpu_isa`` (AVX2 / AVX-512 / VNNI / AMX: int8 and bf16 speed depend
+on it).
+
 Example:
 
 >>> import tempfile
@@ -28,8 +33,9 @@ Example:
 import math
 import pathlib
 import re
+import time
 
-from keras_effattn.utils import io
+from keras_effattn.utils import io, metadata
 
 ROW_FILE = "row.json"
 STARTED_DIR = "started"  # <out_dir>/started/<run_id>.json: a started row's settings
@@ -161,13 +167,19 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             io.write_json(out_dir / STARTED_DIR / f"{row['run_id']}.json", row)
+            conditions = {"load_1min_start": metadata.load_average()}
+            start = time.perf_counter()
             produced = run_fn(dict(row), run_dir)
+            conditions.update(wall_seconds=round(time.perf_counter() - start, 2),
+                              load_1min_end=metadata.load_average(),
+                              cpu_model=metadata.cpu_model(), cpu_isa=metadata.cpu_isa())
             if not isinstance(produced, dict):
                 raise ValueError(
                     f"run_fn must return a dict of results, got {type(produced).__name__} for "
                     f"run {row['run_id']!r}."
                 )
-            result = io.to_jsonable({**row, **produced, "run_dir": f"runs/{row['run_id']}"})
+            result = io.to_jsonable({**row, **produced, **conditions,
+                                     "run_dir": f"runs/{row['run_id']}"})
             io.write_json(marker, {"settings": row, "result": result})
         results.append(result)
         _write_table(out_dir, results, columns)

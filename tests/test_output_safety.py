@@ -142,6 +142,7 @@ def test_sweep_overwrite_replaces_its_own_folder_only(tmp_path):
 def _flag_values(*argv):
     values = flags.FlagValues()
     flags.DEFINE_bool("quick", False, "", flag_values=values)
+    flags.DEFINE_enum("tier", "full", suite.TIERS, "", flag_values=values)
     flags.DEFINE_bool("publish", False, "", flag_values=values)
     flags.DEFINE_string("output_dir", None, "", flag_values=values)
     flags.DEFINE_integer("epochs", 3, "", flag_values=values)
@@ -152,16 +153,18 @@ def _flag_values(*argv):
 def test_scripts_default_to_runs_not_results(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     results = (REPO_ROOT / "results").resolve()
+    presets = {"quick": {"epochs": 1}, "cpu": {"epochs": 2}}
     for argv, expected in ((["--quick"], common.RUNS_DIR / "quick" / "energy"),
+                           (["--tier=quick"], common.RUNS_DIR / "quick" / "energy"),
+                           (["--tier=cpu"], common.RUNS_DIR / "cpu" / "energy"),
                            ([], common.RUNS_DIR / "full" / "energy")):
-        settings = suite.settings_from_flags(_flag_values(*argv), ["epochs"], {"epochs": 1},
-                                             "energy")
+        settings = suite.settings_from_flags(_flag_values(*argv), ["epochs"], presets, "energy")
         out = os.path.realpath(settings["output_dir"])
         assert out == os.path.realpath(expected)
         assert not out.startswith(str(results))
     published = suite.settings_from_flags(_flag_values("--quick", "--publish"), ["epochs"], {},
                                           "energy")
-    assert os.path.realpath(published["output_dir"]) == str(results / "energy")
+    assert os.path.realpath(published["output_dir"]) == str(results / "quick" / "energy")
     with pytest.raises(ValueError, match="pass one of them"):
         suite.settings_from_flags(_flag_values("--publish", "--output_dir=x"), [], {}, "energy")
     assert not str(aggregate.output_path()).startswith(str(results))
@@ -224,3 +227,21 @@ def test_export_benchmark_defaults_to_runs_not_results():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=300, check=True).stdout.strip().splitlines()[-1]
     assert os.path.realpath(out) == os.path.realpath(REPO_ROOT / "runs" / "export_benchmark")
+
+
+def test_tier_presets_fill_only_flags_not_given_and_unknown_tiers_are_refused():
+    presets = {"quick": {"epochs": 1}, "cpu": {"epochs": 2}}
+    cpu = suite.settings_from_flags(_flag_values("--tier=cpu"), ["epochs"], presets, "energy")
+    assert (cpu["tier"], cpu["quick"], cpu["epochs"]) == ("cpu", False, 2)
+    given = suite.settings_from_flags(_flag_values("--tier=cpu", "--epochs=5"), ["epochs"],
+                                      presets, "energy")
+    assert given["epochs"] == 5
+    full = suite.settings_from_flags(_flag_values(), ["epochs"], presets, "energy")
+    assert (full["tier"], full["epochs"]) == ("full", 3)
+    with pytest.raises(ValueError, match="has no --tier=cpu; pass one of quick, full"):
+        suite.settings_from_flags(_flag_values("--tier=cpu"), ["epochs"], {"epochs": 1},
+                                  "energy")
+    with pytest.raises(ValueError, match="--quick means --tier=quick"):
+        suite.settings_from_flags(_flag_values("--quick", "--tier=cpu"), ["epochs"], presets,
+                                  "energy")
+    assert "tier" not in suite.row_settings(cpu)

@@ -45,8 +45,8 @@ def device_info():
     """Describes the accelerators TensorFlow sees and the host CPU.
 
     Returns:
-        dict with ``kind`` ("GPU", "TPU" or "CPU"), ``gpus`` (names), ``cpu_count`` and
-        ``cpu_model``.
+        dict with ``kind`` ("GPU", "TPU" or "CPU"), ``gpus`` (names), ``cpu_count``,
+        ``cpu_model`` and ``cpu_isa`` (`cpu_isa`).
     """
     import tensorflow as tf
 
@@ -61,11 +61,58 @@ def device_info():
         "kind": kind,
         "gpus": names,
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
     }
 
 
-def _cpu_model():
+# CPU features that change int8 / bf16 speed and results, in the order they are named.
+_ISA_FLAGS = (
+    ("avx2", "AVX2"),
+    ("avx512f", "AVX-512"),
+    ("avx512_vnni", "AVX-512 VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("avx512_bf16", "AVX-512 BF16"),
+    ("amx_bf16", "AMX-BF16"),
+    ("amx_int8", "AMX-INT8"),
+)
+
+
+def cpu_isa(flags_text=None):
+    """The host CPU's vector / matrix instruction sets that matter for int8 and bf16 speed.
+
+    Args:
+        flags_text: the ``flags`` line of ``/proc/cpuinfo`` (read from the host when None).
+
+    Returns:
+        A string such as ``"AVX2"`` or ``"AVX2, AVX-512, AVX-512 VNNI, AVX-512 BF16, AMX-BF16,
+        AMX-INT8"``; ``"unknown"`` where the flags cannot be read (not Linux).
+
+    >>> cpu_isa("fpu sse2 avx avx2 fma")
+    'AVX2'
+    >>> cpu_isa("avx2 avx512f avx512_vnni amx_int8")
+    'AVX2, AVX-512, AVX-512 VNNI, AMX-INT8'
+    """
+    if flags_text is None:
+        cpuinfo = pathlib.Path("/proc/cpuinfo")
+        if not cpuinfo.is_file():
+            return "unknown"
+        flags_text = next((line.split(":", 1)[1] for line in
+                           cpuinfo.read_text(errors="replace").splitlines()
+                           if line.startswith("flags")), "")
+    present = set(flags_text.split())
+    return ", ".join(name for flag, name in _ISA_FLAGS if flag in present) or "no AVX2"
+
+
+def load_average():
+    """The 1-minute load average (None where the OS has none): how busy the CPU was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_model():
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
