@@ -1,16 +1,23 @@
-"""Ablations: how much do frozen layers, epochs, batch size, heads, hidden size, the FAVOR+
-feature count, the Linformer projected length k and the hybrid layer pattern matter on IMDB?
+"""Ablations: how much do frozen layers, epochs, batch size, layer-wise LR decay, heads, hidden
+size, the FAVOR+ feature count, the Linformer projected length k and the hybrid layer pattern
+matter on IMDB?
 
 Each group varies one setting of a common base run and keeps the rest: freezing the bottom
 layers, epochs and batch size on the (pretrained) backbone; heads and hidden size on from-scratch
 small models (the only way to vary them); FAVOR+ features, Linformer k and exact/FAVOR+ layer
 patterns as attention specs. Every row trains through the one training engine.
 
-Quick (tiny from-scratch model, 512 reviews, length 64, 2 epochs; about ten minutes on 2 CPU
-cores; ``--groups=favor_features`` runs one group), writes runs/quick/ablations/
-(``--publish``: the tracked results/ablations/):
+Quick (a smoke test: tiny from-scratch model, 512 reviews, length 64, 2 epochs; about ten
+minutes on 2 CPU cores; ``--groups=favor_features`` runs one group), writes
+runs/quick/ablations/:
 
     python -m experiments.ablations --quick
+
+CPU tier (the published table: pretrained MiniLM-L6, the main job's recipe, 2,000/2,000 reviews,
+length 256; freezing, epochs, batch, layer-wise LR decay, FAVOR+ features, Linformer k; 14 rows
+of 4-12 minutes on 2 cores), writes runs/cpu/ablations/ (``--publish``: results/cpu/ablations/):
+
+    python -m experiments.ablations --tier=cpu
 
 Full (GPU; MiniLM-L6 and 4-layer from-scratch models, 5,000/5,000 reviews, length 256), writes
 runs/full/ablations/:
@@ -28,16 +35,19 @@ from absl import flags
 
 from experiments import common, suite, sweep
 
+GROUPS = ("freeze", "epochs", "batch", "layer_decay", "heads", "hidden", "favor_features",
+          "lowrank_k", "hybrid")
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
-                    "';'-separated groups to run.")
+                    f"';'-separated groups to run, of: {', '.join(GROUPS)}.")
 flags.DEFINE_string("freeze", "0;2;4", "Bottom layers frozen.")
 flags.DEFINE_string("epochs_values", "1;3;5", "Epochs.")
 flags.DEFINE_string("batch", "8;16;32", "Batch sizes.")
+flags.DEFINE_string("layer_decay_values", "1.0;0.95", "Layer-wise LR decay factors (1.0: none).")
 flags.DEFINE_string("heads", "4;8;16", "Heads of the from-scratch model.")
 flags.DEFINE_string("hidden", "128;256;512", "Hidden sizes of the from-scratch model.")
 flags.DEFINE_string("favor_features", "16;64;256", "FAVOR+ random features.")
@@ -56,6 +66,7 @@ flags.DEFINE_integer("max_length", 256, "Token sequence length.")
 flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class.")
 flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+flags.DEFINE_bool("freeze_embeddings", False, "Freeze the token embedding table (cheaper on CPU).")
 
 QUICK = {
     "backbone": "tiny",
@@ -79,17 +90,40 @@ QUICK = {
     "test_per_class": 64,
     "jit_compile": False,
 }
-NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch", "heads",
+# The seed study's questions on the pretrained MiniLM-L6 with the main job's recipe (lr 1e-4, one
+# epoch, frozen token embedding, no XLA), 2,000/2,000 reviews, length 256: freezing, epochs, batch
+# size, layer-wise LR decay, FAVOR+ features and Linformer k (14 rows; the architecture groups
+# need from-scratch models and stay in the quick / full tiers).
+CPU = {
+    "backbone": "minilm-l6",
+    "groups": "freeze;epochs;batch;layer_decay;favor_features;lowrank_k",
+    "freeze": "0;2;4",
+    "epochs_values": "1;2;3",
+    "batch": "8;16;32",
+    "layer_decay_values": "1.0;0.95",
+    "favor_features": "64;256",
+    "lowrank_k": "64;128",
+    "epochs": 1,
+    "batch_size": 16,
+    "learning_rate": 1e-4,
+    "max_length": 256,
+    "train_per_class": 1000,
+    "test_per_class": 1000,
+    "jit_compile": False,
+    "freeze_embeddings": True,
+}
+PRESETS = {"quick": QUICK, "cpu": CPU}
+NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch",
+         "layer_decay_values", "heads",
          "hidden", "favor_features", "lowrank_k", "hybrid", "scratch_layers", "scratch_hidden",
          "scratch_heads", "base_favor_features", "epochs", "batch_size", "learning_rate",
          "scratch_learning_rate", "max_length", "train_per_class", "test_per_class",
-         "jit_compile", "seed")
-GROUPS = ("freeze", "epochs", "batch", "heads", "hidden", "favor_features", "lowrank_k", "hybrid")
+         "jit_compile", "freeze_embeddings", "seed")
 QUESTION = "Which settings matter: freezing, epochs, batch, heads, width, features, k, pattern?"
 NAME = "ablations"
 # The value lists (one row per value) and the group list: not carried by the rows.
-VALUE_LISTS = ("groups", "freeze", "epochs_values", "batch", "heads", "hidden", "favor_features",
-               "lowrank_k", "hybrid")
+VALUE_LISTS = ("groups", "freeze", "epochs_values", "batch", "layer_decay_values", "heads",
+               "hidden", "favor_features", "lowrank_k", "hybrid")
 
 
 def group_rows(group, settings):
@@ -108,6 +142,9 @@ def group_rows(group, settings):
     if group == "batch":
         return [(v, base, "exact", {**lr, "batch_size": v})
                 for v in suite.split_list(settings["batch"], int)]
+    if group == "layer_decay":
+        return [(v, base, "exact", {**lr, "layer_decay": v})
+                for v in suite.split_list(settings["layer_decay_values"], float)]
     if group == "heads":
         return [(v, suite.backbone_source("tiny", {**scratch, "num_heads": v,
                                                    "hidden_dim": settings["scratch_hidden"]}),
@@ -169,7 +206,8 @@ def run(settings, data_dir, overwrite=False):
         config = TrainConfig(
             **{"epochs": settings["epochs"], "batch_size": settings["batch_size"],
                "seed": settings["seed"], "jit_compile": settings["jit_compile"],
-               "energy": False, "tensorboard": False, "save_model": False, **overrides},
+               "energy": False, "tensorboard": False, "save_model": False,
+               "freeze_embeddings": settings["freeze_embeddings"], **overrides},
             name=f"ablation {row['group']}={row['value']}",
             extra={"dataset": "imdb", "backbone": source, "attention": attention,
                    "options": options, "max_length": settings["max_length"]},
@@ -213,7 +251,7 @@ def report(results, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
     run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 

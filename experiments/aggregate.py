@@ -10,6 +10,11 @@ draws ``summary_accuracy_vs_time.png`` (IMDB accuracy against seconds per epoch,
 experiments) and ``summary_step_time.png`` (sequence scaling). Missing experiments are listed,
 not an error.
 
+The published ``results/`` holds one folder per tier (``cpu/``: the research tables from the
+pretrained model; ``full/``: GPU-sized runs; ``quick/``: smoke tests); the summary has one table
+per tier, research tiers first and quick mode last, labelled as smoke tests. A folder of
+experiment folders without tiers (``runs/quick``) gives one table.
+
 By default it reads the published ``results/`` of the repository and writes the table to the
 git-ignored ``runs/aggregate/summary.md``; ``--publish`` writes ``<results_dir>/summary.md``
 (the published ``results/summary.md``) instead.
@@ -55,6 +60,8 @@ def _device(folder):
         return "unknown device"
     device = io.read_json(config).get("metadata", {}).get("device", {})
     names = ", ".join(device.get("gpus") or []) or device.get("cpu_model", "CPU")
+    if device.get("cpu_isa"):
+        names += f" ({device['cpu_isa']})"
     quick = io.read_json(config).get("settings", {}).get("quick")
     return f"{device.get('kind', '?')}: {names}" + (" (quick mode)" if quick else "")
 
@@ -145,8 +152,55 @@ def output_path(results_dir=None, output=None, publish=False):
     return common.RUNS_DIR / "aggregate" / "summary.md"
 
 
+# Sections of the summary, in this order: the published research tiers first, the smoke tests
+# last and labelled so.
+TIER_TITLES = {
+    "cpu": "CPU tier: pretrained MiniLM-L6 at a scale 2 CPU cores afford",
+    "full": "Full tier: the GPU-sized defaults",
+    "quick": ("Quick mode: smoke tests only (a tiny randomly initialised model trained for "
+              "seconds); these scores answer no research question"),
+}
+
+
+def tier_folders(results_dir):
+    """``[(tier, folder)]``: ``<results_dir>/<tier>/`` for each tier present (cpu, full, quick),
+    or ``[(None, results_dir)]`` when `results_dir` holds experiment folders itself (e.g.
+    ``runs/quick``)."""
+    results_dir = pathlib.Path(results_dir)
+    tiers = [(t, results_dir / t) for t in TIER_TITLES if (results_dir / t).is_dir()]
+    return tiers or [(None, results_dir)]
+
+
+def _section(folder):
+    """One tier's table rows, devices, missing experiments and finished rows."""
+    from keras_effattn.utils import io
+
+    table, missing, devices, finished = [], [], {}, {}
+    for name in EXPERIMENTS:
+        rows = sweep.load_finished(folder / name)
+        if not rows:
+            missing.append(name)
+            continue
+        finished[name] = rows
+        devices[name] = _device(folder / name)
+        table += [{"experiment": name, **row} for row in EXTRACTORS[name](rows)]
+    analysis = folder / "analysis" / "failure_stats.json"
+    if analysis.is_file():
+        failures = io.read_json(analysis)
+        table.append({"experiment": "analysis", "configuration": "analysed classifier",
+                      "metric": "test accuracy", "score": _f(failures["accuracy"]),
+                      "time": "n/a", "peak memory (MB)": "n/a", "energy (kWh)": "n/a",
+                      "n": failures["errors"]["count"] + failures["correct"]["count"]})
+        devices["analysis"] = _device(folder / "analysis")
+    else:
+        missing.append("analysis")
+    return table, missing, devices, finished
+
+
 def aggregate(results_dir, output=None):
-    """Builds the summary table and PNGs; returns ``(table_rows, missing_experiments)``.
+    """Builds the summary (one table per tier, research tiers first) and the PNGs of the first
+    tier that has results; returns ``(table_rows, missing_experiments)`` of all tiers (each
+    table row names its ``tier``; missing names are ``<tier>/<experiment>`` under tiers).
 
     `output` defaults to ``<results_dir>/summary.md``; the PNGs go beside it.
     """
@@ -158,40 +212,33 @@ def aggregate(results_dir, output=None):
             f"results_dir {results_dir} does not exist; run an experiment first or pass the "
             "folder holding the experiment folders."
         )
-    table, missing, devices, finished = [], [], {}, {}
-    for name in EXPERIMENTS:
-        folder = results_dir / name
-        rows = sweep.load_finished(folder)
-        if not rows:
-            missing.append(name)
-            continue
-        finished[name] = rows
-        devices[name] = _device(folder)
-        table += [{"experiment": name, **row} for row in EXTRACTORS[name](rows)]
-    analysis = results_dir / "analysis" / "failure_stats.json"
-    if analysis.is_file():
-        failures = io.read_json(analysis)
-        table.append({"experiment": "analysis", "configuration": "analysed classifier",
-                      "metric": "test accuracy", "score": _f(failures["accuracy"]),
-                      "time": "n/a", "peak memory (MB)": "n/a", "energy (kWh)": "n/a",
-                      "n": failures["errors"]["count"] + failures["correct"]["count"]})
-        devices["analysis"] = _device(results_dir / "analysis")
-    else:
-        missing.append("analysis")
     lines = ["# Results summary", "",
              ("Built by `python -m experiments.aggregate` from each run folder's `row.json`. "
              "Scores are single runs unless n > 1 (then mean ± std over seeds, with Welch's "
              "p-value against the first variant). Times and memory are from the machine named "
-             "below, measured in the same run as their baseline; on a shared CPU only ratios "
-             "within one experiment are meaningful."), ""]
-    lines += [f"- `{name}`: {device}" for name, device in devices.items()]
-    if missing:
-        lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
-    lines += ["", suite.markdown_table(table, list(COLUMNS))]
+             "with each experiment, measured in the same run as their baseline; on a shared CPU "
+             "only ratios within one experiment are meaningful.")]
+    all_rows, all_missing, plotted = [], [], None
+    for tier, folder in tier_folders(results_dir):
+        table, missing, devices, finished = _section(folder)
+        prefix = f"{tier}/" if tier else ""
+        all_missing += [prefix + m for m in missing]
+        all_rows += [{"tier": tier, **row} for row in table]
+        if tier:
+            lines += ["", f"## {TIER_TITLES[tier]}", "", f"Folder: `{tier}/`."]
+        if not table:
+            lines += ["", "Nothing finished yet."]
+            continue
+        lines += [""] + [f"- `{name}`: {device}" for name, device in devices.items()]
+        if missing:
+            lines += ["", "Not run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
+        lines += ["", suite.markdown_table(table, list(COLUMNS))]
+        if plotted is None:
+            plotted = finished
     output = pathlib.Path(output) if output else results_dir / "summary.md"
-    io.write_text(output, "\n".join(lines))
-    _plots(finished, output.parent)
-    return table, missing
+    io.write_text(output, "\n".join(lines) + "\n")
+    _plots(plotted or {}, output.parent)
+    return all_rows, all_missing
 
 
 def _plots(finished, out_dir):

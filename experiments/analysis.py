@@ -4,7 +4,7 @@
    at ``--max_length`` for the IMDB train and test samples and a GLUE task
    (`keras_effattn.data.stats`).
 2. Trains one classifier through the one training engine (its run folder, with ``model.keras``,
-   goes to ``--work_dir``, by default ``runs/quick|full/analysis_model/``, outside the committed
+   goes to ``--work_dir``, by default ``runs/<tier>/analysis_model/``, outside the committed
    results) and reads back its test predictions:
    confusion matrix and per-class precision/recall/F1.
 3. Failure cases: the misclassified reviews with their length and negation counts, compared with
@@ -15,10 +15,16 @@
    the top layer (averaged over heads and real query positions) and a per-layer heatmap of the
    head-averaged attention matrix (`keras_effattn.models.attention_maps`).
 
-Quick (tiny from-scratch model, 512 training reviews, length 64; a few minutes on 2 CPU cores),
-writes runs/quick/analysis/ (``--publish``: the tracked results/analysis/):
+Quick (a smoke test: tiny from-scratch model, 512 training reviews, length 64; a few minutes on
+2 CPU cores), writes runs/quick/analysis/:
 
     python -m experiments.analysis --quick
+
+CPU tier (the main job's model and recipe: pretrained MiniLM-L6, 4,000 training reviews, one
+epoch; 2,000 test reviews; about 10 minutes on 2 cores), writes runs/cpu/analysis/ and
+runs/cpu/analysis_model/ (``--publish``: results/cpu/analysis/):
+
+    python -m experiments.analysis --tier=cpu
 
 Full (GPU; MiniLM-L6 fine-tuned 3 epochs on the 5,000/5,000 subset at length 256), writes
 runs/full/analysis/ and the model's run folder runs/full/analysis_model/:
@@ -41,7 +47,7 @@ common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
 flags.DEFINE_string("work_dir", None, "Engine run folder, holds model.keras (default: "
-                    "runs/quick|full/analysis_model in the repository).")
+                    "runs/<tier>/analysis_model in the repository).")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec of the analysed model.")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
@@ -55,6 +61,7 @@ flags.DEFINE_integer("attention_max_length", 48, "Tokens shown in the attention 
 flags.DEFINE_string("texts", "", "'||'-separated texts to visualise instead of chosen reviews.")
 flags.DEFINE_integer("max_failures", 50, "Misclassified reviews written to failure_cases.csv.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+flags.DEFINE_bool("freeze_embeddings", False, "Freeze the token embedding table (cheaper on CPU).")
 
 QUICK = {
     "backbone": "tiny",
@@ -67,9 +74,25 @@ QUICK = {
     "max_failures": 30,
     "jit_compile": False,
 }
+# The main job's model (experiments.train's defaults: pretrained MiniLM-L6, fused exact attention,
+# 4,000 training reviews, one epoch, lr 1e-4, frozen token embedding, no XLA), analysed on 2,000
+# test reviews.
+CPU = {
+    "backbone": "minilm-l6",
+    "attention": "exact",
+    "epochs": 1,
+    "learning_rate": 1e-4,
+    "max_length": 256,
+    "train_per_class": 2000,
+    "test_per_class": 1000,
+    "jit_compile": False,
+    "freeze_embeddings": True,
+}
+PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("output_dir", "work_dir", "backbone", "attention", "epochs", "batch_size",
          "learning_rate", "max_length", "train_per_class", "test_per_class", "glue_task",
-         "attention_max_length", "texts", "max_failures", "jit_compile", "seed")
+         "attention_max_length", "texts", "max_failures", "jit_compile", "freeze_embeddings",
+         "seed")
 QUESTION = "Where does the IMDB classifier fail, and what does it attend to?"
 NAME = "analysis"
 
@@ -159,6 +182,7 @@ def run(settings, data_dir, overwrite=False):
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"], seed=settings["seed"],
         jit_compile=settings["jit_compile"], energy=False, tensorboard=False, save_model=True,
+        freeze_embeddings=settings["freeze_embeddings"],
         name="analysis", extra={"dataset": "imdb", "backbone": settings["backbone"],
                                 "attention": settings["attention"],
                                 "max_length": settings["max_length"]})
@@ -230,7 +254,7 @@ def write_summary(out_dir, metrics, failures, titles):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
     run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
 
 

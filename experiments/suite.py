@@ -2,10 +2,15 @@
 training run (through the one training engine), the sweep folder (where it goes, claiming it,
 checking its rows and specs before anything runs) and its ``config.json``.
 
+Tiers (``--tier``, `TIERS`): ``quick`` (``--quick``; a tiny from-scratch model for seconds, a
+smoke test), ``cpu`` (the pretrained model at a scale 2 CPU cores afford: the published research
+tables) and ``full`` (the GPU-sized defaults of the flags). Each script keeps its presets in
+``PRESETS``; a flag given on the command line wins over its tier's value.
+
 Where a sweep writes: ``--output_dir`` when given; else, with ``--publish``, the repository's
-git-tracked ``results/<name>/`` (the published tables `experiments.aggregate` reads); else the
-git-ignored ``runs/quick/<name>/`` or ``runs/full/<name>/`` (the same layout as ``results/``, so
-``python -m experiments.aggregate --results_dir=runs/quick`` tabulates them). Paths are the
+git-tracked ``results/<tier>/<name>/`` (the published tables `experiments.aggregate` reads);
+else the git-ignored ``runs/<tier>/<name>/`` (the same layout as ``results/``, so
+``python -m experiments.aggregate --results_dir=runs`` tabulates them). Paths are the
 repository's, whatever the working directory. The folder is claimed with a marker
 (`keras_effattn.utils.io.claim_folder`); ``--overwrite`` deletes only such a folder of the same
 script (or an empty one), never a folder of other files.
@@ -55,6 +60,7 @@ ROW_COLUMNS = (
     "device_peak_mb",
     "energy_kwh",
     "emissions_kg_co2",
+    "energy_method",
     "trainable_params",
 )
 
@@ -112,6 +118,7 @@ def flatten_results(results):
         "device_peak_mb": inference.get("device_peak_mb"),
         "energy_kwh": energy.get("energy_kwh"),
         "emissions_kg_co2": energy.get("emissions_kg_co2"),
+        "energy_method": energy.get("method"),
         "trainable_params": tr.get("trainable_params"),
     }
 

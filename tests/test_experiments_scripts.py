@@ -193,6 +193,24 @@ def test_aggregate_builds_one_table_from_run_folders(tmp_path):
     assert (tmp_path / "summary_accuracy_vs_time.png").is_file()
 
 
+def test_aggregate_puts_research_tiers_first_and_labels_quick_mode(tmp_path):
+    from experiments import aggregate
+
+    def fake(folder, accuracy):
+        sweep.run_sweep([{"run_id": f"s{s}", "variant": "keras", "seed": s,
+                          "accuracy": accuracy, "epoch_seconds": 1.0} for s in (0, 1)],
+                        lambda row, d: {}, tmp_path / folder)
+
+    fake("quick/variants_imdb", 0.61)
+    fake("cpu/variants_imdb", 0.87)
+    rows, missing = aggregate.aggregate(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    cpu, quick = text.index("## CPU tier"), text.index("## Quick mode: smoke tests only")
+    assert cpu < text.index("0.870") < quick < text.index("0.610")
+    assert [r["tier"] for r in rows] == ["cpu", "quick"]
+    assert "cpu/seq_scaling" in missing and "quick/seq_scaling" in missing
+
+
 def test_aggregate_names_a_missing_folder(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
