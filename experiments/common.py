@@ -4,7 +4,7 @@ The shared data live in ``../shared/data`` beside the repository (``aclImdb_v1.t
 ``glue/``, ``wikitext-2/``); `--data_dir` overrides it. Run folders go under ``runs/`` (ignored by
 git) unless `--output_dir` says otherwise.
 
-Every script ends with ``common.run(main)``: the exit-status contract of `export.cli` (0 ok; 2
+Every script ends with ``common.run(main)``: the exit-status contract of `keras_effattn_runtime.cli` (0 ok; 2
 and one line on stderr for bad input; 1 and a traceback for an internal error) and the
 ``--verbose`` flag. Scripts check their flags with `check_attention_spec`, `data_dir` and the
 like before they write anything or read any data.
@@ -15,7 +15,7 @@ import re
 
 from absl import flags
 
-from export import cli
+from keras_effattn_runtime import cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"

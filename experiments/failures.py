@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from keras_effattn.data.cleaning import NEGATIONS
+from keras_effattn_runtime.cleaning import NEGATIONS
 
 _WORD = re.compile(r"[a-z']+")
 

@@ -1,7 +1,8 @@
-"""TensorFlow-free deployment of keras_effattn classifiers: ONNX export, verification,
-quantisation, a KerasHub-identical WordPiece tokenizer and an onnxruntime predictor.
+"""ONNX export of keras_effattn classifiers (TensorFlow side): conversion (`export.to_onnx`),
+verification, fusion, quantisation, benchmarks and the static web page.
 
-`export.predict` and `export.tokenizer` import only numpy and onnxruntime; `export.to_onnx`,
-`export.verify` and `export.benchmark` need TensorFlow. This package stays empty so that
-importing the predictor never pulls in the exporter.
+What a deployment machine runs lives in the separately installable, TensorFlow-free
+``keras_effattn_runtime`` (``export/runtime/``: predictor, tokenizer, text cleaning, metadata);
+``python -m export.predict`` is its command in a checkout. This package stays empty so that
+importing one tool never pulls in the others.
 """

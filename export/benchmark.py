@@ -23,9 +23,10 @@ import time
 
 from absl import flags
 
-from export import cli, to_onnx, verify
-from export import predict as predict_lib
-from export.tokenizer import WordPieceTokenizer
+from export import to_onnx, verify
+from keras_effattn_runtime import cli
+from keras_effattn_runtime import predict as predict_lib
+from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ Writes into ``--output_dir``: ``model.onnx`` (dynamic batch and sequence axes, m
 max length, tokenizer kind and vocab hash, text cleaning, attention spec, checkpoint hash,
 versions), the tokenizer files the TensorFlow-free predictor needs (``vocab.txt``,
 ``tokenizer.json``) and ``export_report.json``. The model is verified with onnxruntime on real
-texts, cleaned as the predictor will clean them (``--text_cleaning``), over several batch sizes
+texts, cleaned as the predictor will clean them (the model's own cleaning), over several batch sizes
 and lengths: a maximum absolute logit difference for fp32, label agreement for int8/fp16.
-Exit status (`export.cli`): 0 on success; 2 and one line on stderr for bad input (a missing or
+Exit status (`keras_effattn_runtime.cli`): 0 on success; 2 and one line on stderr for bad input (a missing or
 non-UTF-8 file, a bad flag value), checked before the model is loaded; 1 when verification
 fails, in which case the command writes nothing final (the report goes to
 ``export_report.failed.json`` for diagnosis) and leaves an earlier export untouched; 1 with a
@@ -35,12 +35,13 @@ import zipfile
 
 import numpy as np
 
-from export import cli, verify
 from export import fusion as fusion_lib
-from export import metadata as meta
 from export import quantize as quantize_lib
-from export.predict import text_cleaner
-from export.tokenizer import WordPieceTokenizer, sha256_file
+from export import verify
+from keras_effattn_runtime import cli
+from keras_effattn_runtime import metadata as meta
+from keras_effattn_runtime.predict import text_cleaner
+from keras_effattn_runtime.tokenizer import WordPieceTokenizer, sha256_file
 
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "export_report.json"
@@ -323,6 +324,36 @@ def _write_metadata(path, values):
 
 
 # --------------------------------------------------------------------------------- export
+def model_text_cleaning(model, requested=None):
+    """The text cleaning an export records: ``(name, source)``.
+
+    `source` is ``"model"`` (``model.preprocessor.text_cleaning``, saved with the model),
+    ``"argument"`` (`requested`, for a model without one) or ``"assumed"`` (neither: a model
+    from before cleaning moved into the preprocessor, trained on ``read_imdb(clean=True)``
+    text, gets ``"keras_effattn.clean_text"``).
+
+    Raises:
+        ValueError: `requested` is not a known cleaning, or differs from the model's own.
+    """
+    if requested is not None and requested not in meta.TEXT_CLEANINGS:
+        raise ValueError(
+            f"text_cleaning must be one of {meta.TEXT_CLEANINGS}, got {requested!r}: "
+            f"'{meta.CLEAN_TEXT}' for a model trained on cleaned text, 'none' for one trained "
+            "on raw text."
+        )
+    own = getattr(getattr(model, "preprocessor", None), "text_cleaning", None)
+    if own is not None:
+        if requested is not None and requested != own:
+            raise ValueError(
+                f"text_cleaning={requested!r} differs from the model's own {own!r} (saved in its "
+                "preprocessor, applied in training and predict); drop --text_cleaning to use it."
+            )
+        return own, "model"
+    if requested is not None:
+        return requested, "argument"
+    return meta.CLEAN_TEXT, "assumed"
+
+
 def export_onnx(
     model,
     output_dir,
@@ -336,7 +367,7 @@ def export_onnx(
     max_abs_diff=1e-4,
     min_agreement=0.99,
     source_path=None,
-    text_cleaning=meta.CLEAN_TEXT,
+    text_cleaning=None,
 ):
     """Exports, verifies and writes a classifier for TensorFlow-free deployment.
 
@@ -362,11 +393,14 @@ def export_onnx(
             model (fp32 must agree on every label).
         source_path: optional path of the ``.keras`` file, hashed into the metadata; without it
             the weights are hashed.
-        text_cleaning: ``"keras_effattn.clean_text"`` (default: the model was trained on text
-            cleaned by `keras_effattn.data.clean_text`, as ``read_imdb(clean=True)``, the
-            default, gives) or ``"none"`` (trained on raw text). Recorded in the metadata; the
-            predictor cleans each text with it before tokenizing, and verification runs on
-            texts cleaned the same way (`export.predict.text_cleaner`).
+        text_cleaning: None (default: the model's own, ``model.preprocessor.text_cleaning``,
+            which `keras_effattn.build_classifier` saves with every model; a model without one
+            predates it and was trained on text cleaned by ``read_imdb(clean=True)``, so
+            ``"keras_effattn.clean_text"`` is assumed and the report says so), or
+            ``"keras_effattn.clean_text"`` / ``"none"``, which must then equal the model's own
+            when it has one. Recorded in the metadata; the predictor cleans each text with it
+            before tokenizing, and verification runs on texts cleaned the same way
+            (`keras_effattn_runtime.predict.text_cleaner`).
 
     Returns:
         The report dict (also written as ``export_report.json``).
@@ -388,12 +422,7 @@ def export_onnx(
     _check_opset(opset)
     if fusion not in fusion_lib.FUSION_LEVELS:
         raise ValueError(f"fusion must be one of {fusion_lib.FUSION_LEVELS}, got {fusion!r}.")
-    if text_cleaning not in meta.TEXT_CLEANINGS:
-        raise ValueError(
-            f"text_cleaning must be one of {meta.TEXT_CLEANINGS}, got {text_cleaning!r}: "
-            f"'{meta.CLEAN_TEXT}' for a model trained on cleaned text (read_imdb's default "
-            "clean=True), 'none' for one trained on raw text."
-        )
+    text_cleaning, cleaning_source = model_text_cleaning(model, text_cleaning)
     texts = _check_texts(texts)
     # Verify on what deployment feeds the model: the predictor's own cleaning of raw texts.
     clean = text_cleaner(text_cleaning)
@@ -485,6 +514,7 @@ def export_onnx(
             "labels": label_names,
             "max_length": tokenizer.sequence_length,
             "text_cleaning": text_cleaning,
+            "text_cleaning_source": cleaning_source,
             "attention_spec": values["attention_spec"],
             "source_sha256": values["source_sha256"],
             "vocab_sha256": values["vocab_sha256"],
@@ -551,14 +581,15 @@ def _flags():
         "contrib ops), portable (layer norm only, standard ONNX) or none.",
     )
     flags.DEFINE_enum(
-        "text_cleaning", meta.CLEAN_TEXT, list(meta.TEXT_CLEANINGS),
-        "Cleaning the model was trained with, recorded for the predictor: "
-        f"{meta.CLEAN_TEXT} (read_imdb's default) or none (trained on raw text).",
+        "text_cleaning", None, list(meta.TEXT_CLEANINGS),
+        "Cleaning recorded for the predictor (default: the model's own, saved in its "
+        f"preprocessor; {meta.CLEAN_TEXT} for older models without one). Given explicitly, it "
+        "must equal the model's own.",
     )
     flags.DEFINE_string(
         "texts", None,
-        "Verification texts, one per line, raw (default: IMDB test reviews); cleaned as "
-        "--text_cleaning says.",
+        "Verification texts, one per line, raw (default: IMDB test reviews); cleaned as the "
+        "model's text cleaning says.",
     )
     flags.DEFINE_string(
         "data_dir", str(REPO_ROOT.parent / "shared" / "data"), "Folder with aclImdb_v1.tar.gz."
@@ -630,14 +661,14 @@ def _verification_texts(flag_values):
         "test",
         max_per_class=max(4, flag_values.num_texts // 2),
         seed=flag_values.seed,
-        clean=False,  # raw, as deployment sees them; export_onnx applies --text_cleaning
+        clean=False,  # raw, as deployment sees them; export_onnx applies the model's cleaning
     )
     return list(data.texts), np.asarray(data.labels)
 
 
 def main(argv):
     """Checks the inputs, loads the .keras model, exports and verifies it; returns the exit
-    status (bad input raises, for `export.cli` to report with status 2)."""
+    status (bad input raises, for `keras_effattn_runtime.cli` to report with status 2)."""
     del argv
     from absl import flags
 

@@ -31,10 +31,10 @@ KERAS_BATCH_SIZE = 16
 
 
 def onnx_session(path, threads=None):
-    """An onnxruntime CPU session as the predictor makes it (`export.predict.session_options`)."""
+    """An onnxruntime CPU session as the predictor makes it (`keras_effattn_runtime.predict.session_options`)."""
     import onnxruntime as ort
 
-    from export.predict import session_options
+    from keras_effattn_runtime.predict import session_options
 
     return ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]
@@ -142,7 +142,7 @@ def verify_export(
     Args:
         model: the Keras classifier (float32).
         preprocessor: its KerasHub preprocessor (the tokenisation reference).
-        tokenizer: the `export.tokenizer.WordPieceTokenizer` shipped with the model.
+        tokenizer: the `keras_effattn_runtime.tokenizer.WordPieceTokenizer` shipped with the model.
         fp32_path: path of the float32 ONNX model.
         final_path: path of the quantised (int8/fp16) model, or None when fp32 is final.
         texts: list of str (real texts).
@@ -155,7 +155,7 @@ def verify_export(
         batch size and length), ``fp32`` and ``final`` (slice comparisons), ``accuracy`` (when
         labels are given) and ``padding_invariant``.
     """
-    from export.tokenizer import WordPieceTokenizer
+    from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 
     failures = []
     result = {"tokenizer": tokenizer_parity(preprocessor, tokenizer, texts)}

@@ -22,7 +22,7 @@ files of that build are vendored, from the npm package ``onnxruntime-web`` insta
 ``npm ci --prefix web`` (version pinned in ``web/package.json`` and ``web/package-lock.json``).
 
 Text cleaning and tokenization run in JavaScript (``web/app/tokenizer.js``) and give exactly the
-token ids of `export.predict.Predictor`. What depends on Python's Unicode database or standard
+token ids of `keras_effattn_runtime.predict.Predictor`. What depends on Python's Unicode database or standard
 library is not re-derived in JavaScript from the browser's (possibly different) Unicode version
 but written into ``text_tables.json`` from this Python: ``html.unescape``'s entity tables,
 ``str.isspace``, ``str.casefold`` per code point, the tokenizer's punctuation/separator/CJK
@@ -57,10 +57,10 @@ import sys
 import tempfile
 import unicodedata
 
-from export import cli
-from export import tokenizer as tokenizer_lib
-from export.metadata import CLEAN_TEXT
-from export.predict import MODEL_FILE, Predictor, load_clean_text
+from keras_effattn_runtime import cleaning, cli
+from keras_effattn_runtime import tokenizer as tokenizer_lib
+from keras_effattn_runtime.metadata import CLEAN_TEXT
+from keras_effattn_runtime.predict import MODEL_FILE, Predictor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEB_ROOT = REPO_ROOT / "web"
@@ -103,9 +103,7 @@ def text_tables():
         folded = char.casefold()
         if folded != char:
             casefold[str(code)] = folded
-    # `clean_text`'s module globals hold its translation table (cleaning.py is loaded without
-    # importing keras_effattn, as the predictor does).
-    translate = load_clean_text().__globals__["_TRANSLATE"]
+    translate = cleaning._TRANSLATE  # clean_text's character table, shared with the JS port
     return {
         "unidata_version": unicodedata.unidata_version,
         "python": sys.version.split()[0],

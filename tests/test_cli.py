@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from export import cli
-from export import predict as predict_lib
+from keras_effattn_runtime import cli
+from keras_effattn_runtime import predict as predict_lib
 from tests.conftest import REPO_ROOT
 
 NOISE = ("cuInit", "oneDNN", "cpu_feature_guard", "cudart_stub", "absl::InitializeLog")
@@ -125,7 +125,7 @@ def test_argument_parser_errors_are_usage_errors():
 ABSL_SCRIPT = textwrap.dedent("""
     import sys
     from absl import flags
-    from export import cli
+    from keras_effattn_runtime import cli
     flags.DEFINE_integer("n", 1, "A count.", lower_bound=1)
     flags.DEFINE_string("fail", None, "value, internal or none.")
     def main(argv):

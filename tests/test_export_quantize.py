@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 
 from export import quantize as quantize_lib
 from export import verify
-from export.predict import Predictor
+from keras_effattn_runtime.predict import Predictor
 from tests.export_helpers import ALL_KINDS, exported, imdb
 
 pytestmark = pytest.mark.usefixtures("data_dir")

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 
 import keras_effattn
-from export import metadata as meta
 from export import to_onnx, verify
-from export.tokenizer import WordPieceTokenizer
-from keras_effattn.data.cleaning import clean_text
+from keras_effattn_runtime import metadata as meta
+from keras_effattn_runtime.cleaning import clean_text
+from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 from tests.conftest import REPO_ROOT
 from tests.export_helpers import ALL_KINDS, LABELS, MAX_LENGTH, exported, imdb, tiny_classifier
 
@@ -126,12 +126,11 @@ def test_verification_sees_the_texts_the_predictor_will(tmp_path, monkeypatch, t
 
     monkeypatch.setattr(to_onnx, "convert_to_onnx", convert)
     monkeypatch.setattr(to_onnx.verify, "verify_export", verify_export)
+    monkeypatch.setattr(model.preprocessor, "text_cleaning", text_cleaning)  # the model's own
     texts, _ = imdb(per_class=4)
     texts[0] = "A <i>great</i> film &amp; cast!!!<br /><br />Loved it."
     with pytest.raises(RuntimeError, match="stop after"):
-        to_onnx.export_onnx(
-            model, tmp_path / "out", texts, optimize=False, text_cleaning=text_cleaning
-        )
+        to_onnx.export_onnx(model, tmp_path / "out", texts, optimize=False)
     expected = [clean_text(t) for t in texts] if text_cleaning != "none" else texts
     assert seen == expected
     assert (seen[0] == "A great film & cast! Loved it.") == (text_cleaning != "none")

@@ -1,4 +1,4 @@
-"""export.tokenizer: TensorFlow-free WordPiece equals KerasHub's tokenization token for token."""
+"""keras_effattn_runtime.tokenizer: TensorFlow-free WordPiece equals KerasHub's tokenization token for token."""
 
 import json
 import subprocess
@@ -8,9 +8,9 @@ import keras_hub
 import numpy as np
 import pytest
 
-from export.tokenizer import TOKENIZER_FILE, VOCAB_FILE, WordPieceTokenizer, casefold
 from keras_effattn.data import read_imdb
 from keras_effattn.models.minilm import minilm_l6_path
+from keras_effattn_runtime.tokenizer import TOKENIZER_FILE, VOCAB_FILE, WordPieceTokenizer, casefold
 from tests.conftest import REPO_ROOT
 
 # Hard cases: accents (kept by KerasHub's lowercase=True), ligatures and compatibility forms
@@ -201,7 +201,7 @@ def test_bad_inputs(vocab_path, tmp_path):
 
 def test_importing_the_tokenizer_never_imports_tensorflow():
     code = (
-        "import sys, export.tokenizer as t; "
+        "import sys, keras_effattn_runtime.tokenizer as t; "
         "t.WordPieceTokenizer(['[PAD]','[UNK]','[CLS]','[SEP]','a'], 4)(['a']); "
         "bad = [m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"

@@ -25,7 +25,7 @@ import onnx
 import pytest
 
 from export import web
-from export.predict import Predictor, softmax
+from keras_effattn_runtime.predict import Predictor, softmax
 from tests.conftest import REPO_ROOT, in_ci
 from tests.export_helpers import ALL_KINDS, exported, imdb
 

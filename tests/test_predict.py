@@ -1,4 +1,4 @@
-"""export.predict: TensorFlow-free classification of real text, CLI, batching and error cases."""
+"""keras_effattn_runtime.predict: TensorFlow-free classification of real text, CLI, batching and error cases."""
 
 import io
 import json
@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from export import metadata as meta
-from export import predict as predict_lib
 from export import verify
-from export.predict import Predictor
-from keras_effattn.data.cleaning import clean_text
+from keras_effattn_runtime import metadata as meta
+from keras_effattn_runtime import predict as predict_lib
+from keras_effattn_runtime.cleaning import clean_text
+from keras_effattn_runtime.predict import Predictor
 from tests.conftest import REPO_ROOT
 from tests.export_helpers import ALL_KINDS, LABELS, exported, imdb
 
@@ -64,7 +64,7 @@ RAW_REVIEW = (
 
 
 def test_raw_reviews_are_cleaned_as_in_training(export):
-    # Training saw clean_text(raw) (read_imdb's default); the predictor must see the same.
+    # Training saw clean_text(raw) (the model's preprocessor); the predictor must see the same.
     folder, model, _ = export
     raw, _ = imdb(per_class=6, seed=3)  # raw IMDB: most reviews hold <br /> tags
     # From just before the first tag: the tiny model sees only 32 tokens.
@@ -84,7 +84,10 @@ def test_raw_reviews_are_cleaned_as_in_training(export):
     np.testing.assert_allclose(
         unclean.predict_logits(cleaned), predictor.predict_logits(raw), atol=1e-5
     )
-    packed_raw = {k: np.asarray(v) for k, v in model.preprocessor(raw).items()}
+    # The model's own preprocessor cleans too, so only the tokenizer alone gives raw tokens.
+    np.testing.assert_array_equal(model.preprocessor(raw)["token_ids"],
+                                  model.preprocessor(cleaned)["token_ids"])
+    packed_raw = {k: np.asarray(v) for k, v in tokenizer(raw).items() if k in packed}
     np.testing.assert_allclose(
         unclean.predict_logits(raw), verify.run_keras(model, packed_raw), atol=1e-4
     )
@@ -114,18 +117,6 @@ def test_export_without_text_cleaning_metadata_is_not_cleaned(copy_of_export):
         old.predict_logits([RAW_REVIEW]),
         Predictor(copy_of_export, clean=False).predict_logits([RAW_REVIEW]),
     )
-
-
-def test_missing_cleaning_file_names_the_fix(export, tmp_path, monkeypatch):
-    monkeypatch.setattr(predict_lib.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(predict_lib, "_CHECKOUT_PACKAGE", tmp_path / "keras_effattn")
-    predict_lib.load_clean_text.cache_clear()
-    try:
-        with pytest.raises(FileNotFoundError, match=r"cleaning\.py.*pip install --no-deps"):
-            Predictor(export[0])
-        assert Predictor(export[0], clean=False).predict(["fine"])  # the stated way out
-    finally:
-        predict_lib.load_clean_text.cache_clear()
 
 
 def test_batching_padding_and_order_do_not_change_results(export):
@@ -213,7 +204,7 @@ def test_tokenizer_files_that_do_not_belong(copy_of_export):
 
 
 def test_vocabulary_of_another_model(copy_of_export):
-    from export.tokenizer import WordPieceTokenizer
+    from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 
     other = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "film"], 32)
     other.save(copy_of_export)  # consistent files, but not the model's vocabulary
@@ -237,7 +228,7 @@ def test_predictor_never_imports_tensorflow(export):
     # The cleaning path included: keras_effattn's cleaning.py is loaded without the package.
     code = (
         "import sys\n"
-        "from export.predict import Predictor\n"
+        "from keras_effattn_runtime.predict import Predictor\n"
         "predictor = Predictor(sys.argv[1])\n"
         "assert predictor.text_cleaning == 'keras_effattn.clean_text', predictor.text_cleaning\n"
         "results = predictor.predict(['A fine film.<br /><br />Tom &amp; Jerry!', 'Dull.'])\n"

@@ -4,7 +4,6 @@ Readers return a `TextDataset` (texts + labels in memory) whose `to_tf_dataset` 
 tf.data pipeline. Shared data lives in `../shared/data` relative to the repository root.
 """
 
-from keras_effattn.data.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_text, clean_texts
 from keras_effattn.data.dataset import TextDataset
 from keras_effattn.data.glue import GLUE_TASKS, GlueTask, glue_task, read_glue
 from keras_effattn.data.imdb import IMDB_CLASS_NAMES, IMDB_SPLITS, read_imdb
@@ -29,6 +28,7 @@ from keras_effattn.data.wikitext import (
     WikiText,
     read_wikitext,
 )
+from keras_effattn_runtime.cleaning import ENGLISH_STOP_WORDS, NEGATIONS, clean_text, clean_texts
 
 __all__ = [
     "ENGLISH_STOP_WORDS",

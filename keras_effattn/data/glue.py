@@ -18,8 +18,8 @@ import io
 import numpy as np
 
 from keras_effattn.data import _files
-from keras_effattn.data.cleaning import clean_text
 from keras_effattn.data.dataset import TextDataset
+from keras_effattn_runtime.cleaning import clean_text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,8 +24,8 @@ import zlib
 import numpy as np
 
 from keras_effattn.data import _files
-from keras_effattn.data.cleaning import clean_text
 from keras_effattn.data.dataset import TextDataset
+from keras_effattn_runtime.cleaning import clean_text
 
 IMDB_CLASS_NAMES = ("neg", "pos")
 IMDB_SPLITS = ("train", "test")

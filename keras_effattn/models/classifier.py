@@ -13,7 +13,7 @@ import keras
 import keras_hub
 
 from keras_effattn.models import backbones as backbones_lib
-from keras_effattn.models import minilm, swap
+from keras_effattn.models import minilm, preprocessing, swap
 
 POOLINGS = ("cls", "mean")
 
@@ -251,6 +251,7 @@ def build_classifier(
     tokenizer=None,
     activation=None,
     regression=False,
+    text_cleaning=preprocessing.CLEAN_TEXT,
 ):
     """Builds a text classifier (raw strings to logits), or a regressor, on any backbone.
 
@@ -274,11 +275,16 @@ def build_classifier(
         activation: optional output activation (None: logits).
         regression: bool, default False. True builds a regressor: one linear output (the same
             as ``num_classes=1``; any other num_classes is a ValueError).
+        text_cleaning: str, default ``"keras_effattn.clean_text"``. The normalisation the
+            preprocessor applies to every raw text before tokenizing, saved with the model
+            (so training, `predict` on raw strings, the ONNX export and its predictor all apply
+            the same); ``"none"`` feeds texts as given.
 
     Returns:
         A compiled `EffAttnTextClassifier` (Adam 5e-5, sparse categorical cross-entropy from
         logits, accuracy; a regressor: mean squared error, MAE, RMSE); `.preprocessor` is a
-        `DistilBertTextClassifierPreprocessor`, which takes single texts or a tuple
+        `keras_effattn.models.preprocessing.CleaningTextClassifierPreprocessor` (KerasHub's
+        DistilBERT preprocessor that cleans first), which takes single texts or a tuple
         ``(texts_a, texts_b)`` of text pairs.
 
     Example:
@@ -287,6 +293,7 @@ def build_classifier(
     model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(8), epochs=1)
     ```
     """
+    preprocessing.check_text_cleaning(text_cleaning)
     if regression:
         if num_classes not in (1, 2):  # 2 is the default, overridden by regression=True
             raise ValueError(
@@ -300,8 +307,8 @@ def build_classifier(
         tokenizer = backbones_lib.tokenizer_for(
             source if isinstance(source, (str, dict)) else backbone
         )
-    preprocessor = keras_hub.models.DistilBertTextClassifierPreprocessor(
-        tokenizer=tokenizer, sequence_length=max_length
+    preprocessor = preprocessing.CleaningTextClassifierPreprocessor(
+        tokenizer=tokenizer, sequence_length=max_length, text_cleaning=text_cleaning
     )
     return EffAttnTextClassifier(
         backbone=backbone,

@@ -1,6 +1,6 @@
 // The page of an exported keras_effattn classifier: loads model.onnx into onnxruntime-web
 // (WebAssembly, one thread: no SharedArrayBuffer, so no COOP/COEP headers needed), cleans and
-// tokenizes texts exactly as export/predict.py does (tokenizer.js) and classifies them.
+// tokenizes texts exactly as keras_effattn_runtime/predict.py does (tokenizer.js) and classifies them.
 // Every file it loads is in this folder, by a relative URL.
 import * as ort from './ort/ort.wasm.min.mjs';
 import { WordPieceTokenizer, makeCleaner } from './tokenizer.js';

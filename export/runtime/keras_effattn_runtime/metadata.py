@@ -19,8 +19,8 @@ ONNX ``metadata_props`` are string pairs. Ours (all under the ``keras_effattn.``
 | ``versions`` | JSON of package versions used for the export |
 | ``fusion`` | ``all`` (fused attention/GELU: onnxruntime contrib ops), ``portable`` or ``none`` |
 | ``text_cleaning`` | what the predictor does to a raw text before tokenizing it, as in training:
-  ``keras_effattn.clean_text`` (``keras_effattn.data.cleaning.clean_text``, which
-  ``read_imdb(clean=True)``, the default, applies) or ``none``. Exports written before this key
+  ``keras_effattn.clean_text`` (`keras_effattn_runtime.cleaning.clean_text`, which the model's
+  preprocessor applies in training and ``read_imdb(clean=True)`` applies too) or ``none``. Exports written before this key
   existed have no such entry and are read as ``none`` (they were verified on texts as given) |
 
 This module imports only the standard library so the predictor can use it.
@@ -105,7 +105,7 @@ def from_props(props, where="model.onnx"):
     if values["text_cleaning"] not in TEXT_CLEANINGS:
         raise ValueError(
             f"{where}: metadata text_cleaning {values['text_cleaning']!r} is not one this "
-            f"predictor knows {TEXT_CLEANINGS}; use the export/ folder of the keras_effattn "
-            "version that wrote the model, or re-export it."
+            f"predictor knows {TEXT_CLEANINGS}; install the keras-effattn-runtime version "
+            "that matches the keras_effattn that wrote the model, or re-export it."
         )
     return values
