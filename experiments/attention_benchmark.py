@@ -26,6 +26,13 @@ over this row's `roofline_ms`: the largest speed-up over MHA possible without sk
 arithmetic. Without the peak these columns are empty; rows resumed from an earlier run keep the
 peak of the run that measured them (measure into a fresh `--output_dir` for a uniform table).
 
+Peer. ``torch_sdpa`` is what a PyTorch user runs instead: the same four projections around
+`torch.nn.functional.scaled_dot_product_attention` (its fused CPU kernel when there is no dropout),
+measured in its own subprocess the same way; every row gets ``fwdbwd_vs_torch_sdpa`` (its
+forward+backward time over the peer's) and ``growth_vs_torch_sdpa`` (memory growth over the
+peer's) at the same length, batch and dropout, so the comparison comes from one command in one
+run. Without PyTorch installed the peer is left out with a note.
+
 Quick (a minute or two on 2 CPU cores):
 
     python -m experiments.attention_benchmark --lengths=128,512 --repeats=3 \
@@ -38,6 +45,7 @@ Full (the committed results; ~30 minutes on 2 shared CPU cores):
 Output: config.json, results.json, results.csv, attention_benchmark.png, and a printed table.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -51,9 +59,10 @@ from absl import flags
 from experiments import common
 
 # What to run.
-flags.DEFINE_list("variants", ["mha", "fused", "chunked", "favor", "linformer"],
+flags.DEFINE_list("variants", ["mha", "fused", "chunked", "favor", "linformer", "torch_sdpa"],
                   "Layers: mha (keras.layers.MultiHeadAttention), fused, chunked, favor, "
-                  "linformer.")
+                  "linformer, and the peer torch_sdpa (PyTorch's scaled_dot_product_attention "
+                  "with the same four projections; skipped with a note without torch).")
 flags.DEFINE_list("lengths", ["128", "512", "1024", "2048", "4096", "8192", "16384"],
                   "Sequence lengths.")
 flags.DEFINE_list("batch_sizes", ["1"], "Batch sizes.")
@@ -89,9 +98,10 @@ COLUMNS = ["variant", "length", "batch", "dropout", "status", "fwd_ms", "fwdbwd_
            "gflop_fwd_bwd", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak",
            "roofline_ms"]
 RATIO_COLUMNS = ["speedup_fwd_ms", "speedup_fwdbwd_ms", "memory_ratio_vs_mha",
-                 "max_speedup_vs_mha"]
-VARIANTS = ("mha", "fused", "chunked", "favor", "linformer")
+                 "max_speedup_vs_mha", "fwdbwd_vs_torch_sdpa", "growth_vs_torch_sdpa"]
+VARIANTS = ("mha", "fused", "chunked", "favor", "linformer", "torch_sdpa")
 QUADRATIC = {"mha", "fused"}
+PEER = "torch_sdpa"  # what a PyTorch user runs instead: F.scaled_dot_product_attention
 
 
 def row_key(cfg):
@@ -102,9 +112,11 @@ def estimate_mb(cfg):
     """A rough upper estimate of a configuration's forward+backward memory, in MB."""
     b, n, h, d = cfg["batch"], cfg["length"], cfg["num_heads"], cfg["head_dim"]
     linear = 40 * b * n * h * d * 4  # activations, projections, gradients
-    if cfg["variant"] in QUADRATIC:
+    if cfg["variant"] in QUADRATIC or (cfg["variant"] == PEER and cfg["dropout"] > 0):
         per_matrix = b * h * n * n * 4
         quadratic = (6 if cfg["dropout"] > 0 else 4) * per_matrix
+    elif cfg["variant"] == PEER:  # fused (flash) CPU kernel without dropout: O(n) memory
+        quadratic = 0
     elif cfg["variant"] == "chunked":
         quadratic = 6 * b * h * n * cfg["chunk_size"] * 4
     elif cfg["variant"] == "favor":
@@ -134,7 +146,8 @@ def roofline_columns(cfg, row, peak_flops):
     """
     from keras_effattn.training.benchmark import attention_flops
 
-    flops = attention_flops(cfg["variant"], cfg["length"], batch=cfg["batch"],
+    variant = "mha" if cfg["variant"] == PEER else cfg["variant"]
+    flops = attention_flops(variant, cfg["length"], batch=cfg["batch"],
                             num_heads=cfg["num_heads"], head_dim=cfg["head_dim"],
                             num_features=cfg["num_features"], linformer_k=cfg["linformer_k"],
                             mode="fwd_bwd")
@@ -189,8 +202,57 @@ def _median_ms(fn, repeats, warmup, cap_s):
     return 1000.0 * statistics.median(times), len(times)
 
 
+def run_torch_config(cfg):
+    """Measures the PyTorch peer in this process: the four projections of MultiHeadAttention
+    around `torch.nn.functional.scaled_dot_product_attention` (all positions real, so no mask;
+    dropout as configured), timed and measured as `run_config` measures the Keras layers."""
+    import numpy as np
+    import torch
+
+    from keras_effattn.utils import memory
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    b, n, h, d = cfg["batch"], cfg["length"], cfg["num_heads"], cfg["head_dim"]
+    width = h * d
+    projections = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(4))
+    x = torch.tensor(np.random.default_rng(0).normal(size=(b, n, width)).astype("float32"),
+                     requires_grad=True)
+    baseline = memory.current_rss_bytes()
+
+    def attend(dropout):
+        q, k, v = (p(x).view(b, n, h, d).transpose(1, 2) for p in projections[:3])
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return projections[3](y.transpose(1, 2).reshape(b, n, width))
+
+    def forward():
+        with torch.no_grad():
+            return (attend(0.0),)
+
+    def forward_backward():
+        x.grad = None
+        projections.zero_grad(set_to_none=True)
+        loss = attend(cfg["dropout"]).square().mean()
+        loss.backward()
+        return (loss.detach(),)
+
+    result = {}
+    for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+        ms, count = _median_ms(fn, cfg["repeats"], cfg["warmup"], cfg["time_cap_s"])
+        peak = memory.peak_rss_bytes()
+        result[f"{name}_ms"] = round(ms, 3)
+        result[f"{name}_repeats"] = count
+        result[f"{name}_peak_mb"] = round(peak / 2**20, 1)
+        result[f"{name}_growth_mb"] = round((peak - baseline) / 2**20, 1)
+    result["baseline_rss_mb"] = round(baseline / 2**20, 1)
+    result["torch_version"] = torch.__version__
+    return result
+
+
 def run_config(cfg):
     """Measures one configuration in this process; returns a result dict."""
+    if cfg["variant"] == PEER:
+        return run_torch_config(cfg)
     import numpy as np
     import tensorflow as tf
 
@@ -276,7 +338,7 @@ def build_configs(flag_values):
             pairs = [(v, d) for d in dropouts for v in flag_values["variants"]]
             if n in no_dropout and 0.0 not in dropouts:
                 pairs += [(v, 0.0) for v in flag_values["variants"]
-                          if v in ("mha", "fused", "chunked")]
+                          if v in ("mha", "fused", "chunked", PEER)]
             configs += [{"variant": v, "length": n, "batch": batch, "dropout": d, **shared}
                         for v, d in pairs]
     return configs
@@ -298,6 +360,16 @@ def add_ratios(rows):
         if b is not None and r["status"] == "ok" and r.get("roofline_ms") and b.get("fwdbwd_ms"):
             bound = _significant(b["fwdbwd_ms"] / r["roofline_ms"])
         r["max_speedup_vs_mha"] = bound
+    peers = {(r["length"], r["batch"], r["dropout"]): r for r in rows
+             if r["variant"] == PEER and r["status"] == "ok"}
+    for r in rows:
+        peer = peers.get((r["length"], r["batch"], r["dropout"]))
+        for key, column in (("fwdbwd_ms", "fwdbwd_vs_torch_sdpa"),
+                            ("fwdbwd_growth_mb", "growth_vs_torch_sdpa")):
+            ratio = None
+            if peer is not None and r["status"] == "ok" and r.get(key) and peer.get(key):
+                ratio = round(r[key] / peer[key], 3)
+            r[column] = ratio
     return rows
 
 
@@ -338,7 +410,7 @@ def format_table(rows):
     """The rows as a Markdown table (roofline cells empty where no peak was measured)."""
     header = ("variant", "n", "B", "drop", "status", "fwd ms", "f+b ms", "f+b MB",
               "speedup f+b", "mem ratio", "GFLOP f+b", "GFLOP/s", "% of peak", "roofline ms",
-              "max speedup vs mha")
+              "max speedup vs mha", "f+b vs torch", "mem vs torch")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for r in sorted(rows, key=lambda r: (r["batch"], r["dropout"] == 0, r["length"],
                                          r["variant"])):
@@ -348,7 +420,8 @@ def format_table(rows):
                  r.get("gflop_fwd_bwd"), r.get("achieved_gflops"),
                  None if r.get("fraction_of_peak") is None
                  else round(100 * r["fraction_of_peak"], 1),
-                 r.get("roofline_ms"), r.get("max_speedup_vs_mha"))
+                 r.get("roofline_ms"), r.get("max_speedup_vs_mha"),
+                 r.get("fwdbwd_vs_torch_sdpa"), r.get("growth_vs_torch_sdpa"))
         lines.append(" | ".join("" if c is None else str(c) for c in cells))
     return "\n".join(lines)
 
@@ -409,6 +482,9 @@ def main(argv):
     unknown = sorted(set(values["variants"]) - set(VARIANTS))
     if unknown:
         raise ValueError(f"Unknown --variants {unknown}; choose from {list(VARIANTS)}.")
+    if PEER in values["variants"] and importlib.util.find_spec("torch") is None:
+        values["variants"] = [v for v in values["variants"] if v != PEER]
+        print(f"note: {PEER} left out: PyTorch is not installed (pip install torch).")
     if values["peak_matmul_size"] < 1:
         raise ValueError(f"--peak_matmul_size must be >= 1, got {values['peak_matmul_size']}.")
     try:  # every number list is read before anything is written

@@ -123,3 +123,24 @@ def test_bad_flags_raise_clear_errors(tmp_path):
                         ("--peak_matmul_size=0", "--peak_matmul_size must be >= 1")):
         done = _run([flag, "--lengths=16", f"--output_dir={tmp_path}"])
         assert done.returncode != 0 and match in done.stderr
+
+
+@pytest.mark.slow
+def test_pytorch_sdpa_peer_row_and_ratios_in_the_same_run(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "peer"
+    argv = ["--variants=mha,chunked,torch_sdpa", "--lengths=40", "--batch_sizes=1",
+            "--dropouts=0.0", "--no_dropout_lengths=", "--num_heads=2", "--head_dim=8",
+            "--chunk_size=16", "--repeats=1", "--warmup=0", "--measure_peak=false",
+            f"--output_dir={out}"]
+    done = _run(argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    peer = rows["torch_sdpa"]
+    assert peer["status"] == "ok" and peer["fwdbwd_ms"] > 0 and peer["torch_version"]
+    assert peer["gflop_fwd_bwd"] == rows["mha"]["gflop_fwd_bwd"]  # the same arithmetic
+    assert peer["fwdbwd_vs_torch_sdpa"] == 1.0
+    chunked = rows["chunked"]
+    assert chunked["fwdbwd_vs_torch_sdpa"] == pytest.approx(
+        chunked["fwdbwd_ms"] / peer["fwdbwd_ms"], rel=1e-2)
+    assert "f+b vs torch" in done.stdout

@@ -44,8 +44,8 @@ def test_variants_imdb_quick(tmp_path, data_dir):
             "--variants=keras;favor(num_features=8)", "--seeds=0;1"]
     run_script("variants_imdb", *args)
     rows = _rows(out)
-    assert [(r["variant"], r["seed"]) for r in rows] == [
-        ("keras", "0"), ("keras", "1"), ("favor(num_features=8)", "0"),
+    assert [(r["variant"], r["seed"]) for r in rows] == [  # seed-major
+        ("keras", "0"), ("favor(num_features=8)", "0"), ("keras", "1"),
         ("favor(num_features=8)", "1")]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and float(r["epoch_seconds"]) > 0 for r in rows)
     summary = io.read_csv(out / "summary.csv")
@@ -58,6 +58,10 @@ def test_variants_imdb_quick(tmp_path, data_dir):
     # Every row carries the settings that made it.
     assert {(r["epochs"], r["max_length"], r["backbone"], r["train_per_class"]) for r in rows} == {
         ("1", "32", "tiny", "16")}
+    # ... and the conditions it ran under.
+    for r in rows:
+        assert float(r["wall_seconds"]) > 0 and r["cpu_model"] and r["cpu_isa"]
+        assert r["load_1min_start"] != "" and r["load_1min_end"] != ""
     # A second run finds every row finished and recomputes nothing.
     stamp = (out / "runs/v=0_seed=0/row.json").stat().st_mtime_ns
     run_script("variants_imdb", *args)

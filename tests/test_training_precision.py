@@ -21,12 +21,21 @@ def test_scope_restores_after_an_exception():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_auto_on_cpu_is_float32():
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx", "avx2", "fma"}, "float32"),  # AVX2-only (e.g. AMD EPYC): bf16 is emulated, slower
+    ({"avx2", "avx512f", "avx512_vnni"}, "float32"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ({"avx2", "avx512f", "amx_bf16", "amx_int8", "amx_tile"}, "mixed_bfloat16"),
+], ids=["avx2", "avx512-vnni", "avx512-bf16", "amx"])
+def test_auto_on_cpu_uses_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, flags, expected):
     import tensorflow as tf
+
+    from keras_effattn.utils import metadata
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("CPU-only expectation")
-    assert precision.resolve_precision("auto") == "float32"
+    monkeypatch.setattr(metadata, "cpu_flags", lambda: frozenset(flags))
+    assert precision.resolve_precision("auto") == expected
 
 
 def test_mixed_float16_trains_with_loss_scaling():

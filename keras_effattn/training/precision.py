@@ -3,8 +3,10 @@
 Policies: ``"float32"``; ``"mixed_float16"`` (float16 compute, float32 variables; Keras wraps the
 optimizer in a `keras.optimizers.LossScaleOptimizer` when a model is compiled under it, which
 `wrap_loss_scale` also does explicitly); ``"mixed_bfloat16"`` (no loss scaling needed); ``"auto"``
-picks ``mixed_float16`` on a GPU with compute capability >= 7.0, ``mixed_bfloat16`` on a TPU and
-``float32`` on CPU (where float16/bfloat16 matmuls are usually slower than float32).
+picks ``mixed_float16`` on a GPU with compute capability >= 7.0, ``mixed_bfloat16`` on a TPU and on
+a CPU with bfloat16 units (AMX-BF16 or AVX-512 BF16, e.g. Sapphire Rapids Xeons, where oneDNN runs
+bf16 matmuls natively), and ``float32`` on other CPUs (AVX2-only ones such as the AMD EPYCs these
+machines often are: bfloat16 is emulated there and slower than float32).
 
 The policy is global state in Keras, so it is only ever changed inside `precision_scope`, never at
 import time.
@@ -25,6 +27,8 @@ import contextlib
 
 import keras
 
+from keras_effattn.utils import metadata
+
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 
@@ -42,6 +46,8 @@ def resolve_precision(policy):
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         if capability and capability >= (7, 0):
             return "mixed_float16"
+    if metadata.has_bf16_units():
+        return "mixed_bfloat16"
     return "float32"
 
 
