@@ -9,9 +9,9 @@ from keras_effattn.data import (
     NEGATIONS,
     clean_text,
     clean_texts,
-    cleaning,
     read_imdb,
 )
+from keras_effattn_runtime import cleaning
 
 
 @pytest.mark.parametrize(
