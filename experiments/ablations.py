@@ -95,7 +95,7 @@ QUICK = {
 # size, layer-wise LR decay, FAVOR+ features and Linformer k (14 rows; the architecture groups
 # need from-scratch models and stay in the quick / full tiers).
 CPU = {
-    "backbone": "minilm-l6",
+    **suite.MAIN_JOB_RECIPE,
     "groups": "freeze;epochs;batch;layer_decay;favor_features;lowrank_k",
     "freeze": "0;2;4",
     "epochs_values": "1;2;3",
@@ -103,14 +103,9 @@ CPU = {
     "layer_decay_values": "1.0;0.95",
     "favor_features": "64;256",
     "lowrank_k": "64;128",
-    "epochs": 1,
     "batch_size": 16,
-    "learning_rate": 1e-4,
-    "max_length": 256,
     "train_per_class": 1000,
     "test_per_class": 1000,
-    "jit_compile": False,
-    "freeze_embeddings": True,
 }
 PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch",

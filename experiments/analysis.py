@@ -78,15 +78,10 @@ QUICK = {
 # 4,000 training reviews, one epoch, lr 1e-4, frozen token embedding, no XLA), analysed on 2,000
 # test reviews.
 CPU = {
-    "backbone": "minilm-l6",
+    **suite.MAIN_JOB_RECIPE,
     "attention": "exact",
-    "epochs": 1,
-    "learning_rate": 1e-4,
-    "max_length": 256,
     "train_per_class": 2000,
     "test_per_class": 1000,
-    "jit_compile": False,
-    "freeze_embeddings": True,
 }
 PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("output_dir", "work_dir", "backbone", "attention", "epochs", "batch_size",

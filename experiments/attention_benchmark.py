@@ -236,17 +236,8 @@ def run_torch_config(cfg):
         loss.backward()
         return (loss.detach(),)
 
-    result = {}
-    for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
-        ms, count = _median_ms(fn, cfg["repeats"], cfg["warmup"], cfg["time_cap_s"])
-        peak = memory.peak_rss_bytes()
-        result[f"{name}_ms"] = round(ms, 3)
-        result[f"{name}_repeats"] = count
-        result[f"{name}_peak_mb"] = round(peak / 2**20, 1)
-        result[f"{name}_growth_mb"] = round((peak - baseline) / 2**20, 1)
-    result["baseline_rss_mb"] = round(baseline / 2**20, 1)
-    result["torch_version"] = torch.__version__
-    return result
+    return {**_measure_modes(cfg, forward, forward_backward, baseline),
+            "torch_version": torch.__version__}
 
 
 def run_config(cfg):
@@ -278,15 +269,24 @@ def run_config(cfg):
             loss = tf.reduce_mean(tf.square(y))
         return tape.gradient(loss, [x] + layer.trainable_variables)
 
+    return _measure_modes(cfg, forward, forward_backward, baseline,
+                          device_peak=memory.device_peak_bytes)
+
+
+def _measure_modes(cfg, forward, forward_backward, baseline, device_peak=None):
+    """Times both modes and reads their peak memory: `device_peak()` (bytes, or None on a CPU
+    host) when given, else the host peak RSS and its growth over `baseline` bytes."""
+    from keras_effattn.utils import memory
+
     result = {}
     for name, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
         ms, count = _median_ms(fn, cfg["repeats"], cfg["warmup"], cfg["time_cap_s"])
-        device_peak = memory.device_peak_bytes()
-        peak = device_peak if device_peak is not None else memory.peak_rss_bytes()
+        device_peak_bytes = device_peak() if device_peak is not None else None
+        peak = device_peak_bytes if device_peak_bytes is not None else memory.peak_rss_bytes()
         result[f"{name}_ms"] = round(ms, 3)
         result[f"{name}_repeats"] = count
         result[f"{name}_peak_mb"] = round(peak / 2**20, 1)
-        if device_peak is None:
+        if device_peak_bytes is None:
             result[f"{name}_growth_mb"] = round((peak - baseline) / 2**20, 1)
     result["baseline_rss_mb"] = round(baseline / 2**20, 1)
     return result

@@ -77,16 +77,11 @@ QUICK = {
 # loss) and 2,000 test reviews: float32 against both mixed policies, gradient checkpointing,
 # label smoothing, dropout, Adam / SGD against the AdamW baseline, cosine against linear decay.
 CPU = {
-    "backbone": "minilm-l6",
+    **suite.MAIN_JOB_RECIPE,
     "settings": ("baseline;mixed_bfloat16;mixed_float16;remat;label_smoothing;dropout;adam;sgd;"
                  "cosine"),
-    "epochs": 1,
-    "learning_rate": 1e-4,
-    "max_length": 256,
     "train_per_class": 1250,
     "test_per_class": 1000,
-    "jit_compile": False,
-    "freeze_embeddings": True,
 }
 PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("output_dir", "backbone", "attention", "settings", "mixed_policy", "epochs",

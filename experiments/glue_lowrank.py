@@ -363,7 +363,7 @@ def report(glue_rows, ppl_rows, variants, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME)
+    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK}, NAME)
     variants, glue_plan, mlm_plan = plan(settings)
     data_dir = common.data_dir(FLAGS.data_dir)
     suite.prepare_sweep(settings, NAME, QUESTION, [(glue_plan, "glue"), (mlm_plan, "wikitext")],

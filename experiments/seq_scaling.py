@@ -217,7 +217,7 @@ def report(results, variants, lengths, out_dir):
 
 def main(argv):
     del argv
-    run(suite.settings_from_flags(FLAGS, NAMES, QUICK, NAME), overwrite=FLAGS.overwrite)
+    run(suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK}, NAME), overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -201,6 +201,17 @@ def _cell(value):
 # research result); `cpu`: the pretrained model at a scale 2 CPU cores afford (the published
 # research tables); `full`: the GPU-sized defaults of each script's flags.
 TIERS = ("quick", "cpu", "full")
+# The main job's recipe (experiments.train's defaults: pretrained MiniLM-L6, one epoch, lr 1e-4,
+# length 256, frozen token embedding, no XLA), the base of every script's ``cpu`` preset.
+# tests/test_experiments_train.py checks it against experiments.train's flags.
+MAIN_JOB_RECIPE = {
+    "backbone": "minilm-l6",
+    "epochs": 1,
+    "learning_rate": 1e-4,
+    "max_length": 256,
+    "jit_compile": False,
+    "freeze_embeddings": True,
+}
 
 
 def define_tier_flags():
@@ -228,9 +239,7 @@ def define_publish_flag():
 
 def default_output_dir(name, tier, publish=False):
     """``results/<tier>/<name>`` (publish) or ``runs/<tier>/<name>``, both in the repository (not
-    the working directory). `tier` is one of `TIERS` (a bool means quick / full)."""
-    if isinstance(tier, bool):
-        tier = "quick" if tier else "full"
+    the working directory). `tier` is one of `TIERS`."""
     if tier not in TIERS:
         raise ValueError(f"Unknown tier {tier!r}; pass one of {', '.join(TIERS)}.")
     return (common.REPO_ROOT / "results" if publish else common.RUNS_DIR) / tier / name
@@ -243,8 +252,6 @@ def tier_of(flag_values):
         ValueError: for ``--quick`` together with another explicit ``--tier``.
     """
     quick = bool(flag_values["quick"].value)
-    if "tier" not in flag_values:
-        return "quick" if quick else "full"
     tier = flag_values["tier"].value
     if quick and flag_values["tier"].present and tier != "quick":
         raise ValueError(f"--quick means --tier=quick but --tier={tier} was also given; pass "
@@ -263,8 +270,7 @@ def settings_from_flags(flag_values, names, presets, name):
         flag_values: `absl.flags.FLAGS` (parsed).
         names: the flag names that make the settings.
         presets: dict tier -> {flag name: value} (a tier's values win over flags not given on
-            the command line); a plain {flag name: value} dict is the ``quick`` preset alone.
-            The ``full`` tier is the flags' own defaults.
+            the command line). The ``full`` tier is the flags' own defaults.
         name: the script's results name (``results/<tier>/<name>``, ``runs/<tier>/<name>``).
 
     Returns:
@@ -276,8 +282,6 @@ def settings_from_flags(flag_values, names, presets, name):
         ValueError: for ``--publish`` together with ``--output_dir``, or a tier this script
             has no preset for.
     """
-    if not presets or not set(presets) <= set(TIERS):
-        presets = {"quick": presets}
     tier = tier_of(flag_values)
     if tier != "full" and tier not in presets:
         offered = ", ".join(t for t in TIERS if t == "full" or t in presets)

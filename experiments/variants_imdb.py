@@ -79,19 +79,14 @@ QUICK = {
 # training reviews, the same 2,000 balanced test reviews for every run, 3 seeds. The hybrid is
 # the one the zero-shot swap table favours (FAVOR+ in the two bottom layers, exact above).
 CPU = {
-    "backbone": "minilm-l6",
+    **suite.MAIN_JOB_RECIPE,
     "variants": ("keras;exact;exact(chunk_size=64);favor(num_features=256);lowrank(k=128);"
                  "lowrank(k=none,qkv_rank=16);favor(num_features=256)*2,exact*4"),
     "seeds": "0;1;2",
-    "epochs": 1,
     "batch_size": 16,
-    "learning_rate": 1e-4,
-    "max_length": 256,
     "train_per_class": 1000,
     "test_per_class": 1000,
     "energy": True,
-    "jit_compile": False,
-    "freeze_embeddings": True,
 }
 PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("seed", "output_dir", "backbone", "variants", "seeds", "epochs", "batch_size",

@@ -199,3 +199,12 @@ def test_glue_regression_run_from_data_source_alone(tmp_path):
     assert (out / "predictions.png").is_file() and (out / "DONE").is_file()
     table = train_script.summary_table(results, folder)
     assert "| pearson" in table and "RMSE" in table and "accuracy" not in table
+
+
+def test_cpu_tier_recipe_is_the_main_jobs_defaults():
+    from experiments import suite
+
+    flag_of = {"jit_compile": "xla"}  # train.py's name for the same setting
+    defaults = {key: train_script.FLAGS[flag_of.get(key, key)].default
+                for key in suite.MAIN_JOB_RECIPE}
+    assert defaults == suite.MAIN_JOB_RECIPE

@@ -162,11 +162,12 @@ def test_scripts_default_to_runs_not_results(monkeypatch):
         out = os.path.realpath(settings["output_dir"])
         assert out == os.path.realpath(expected)
         assert not out.startswith(str(results))
-    published = suite.settings_from_flags(_flag_values("--quick", "--publish"), ["epochs"], {},
-                                          "energy")
+    published = suite.settings_from_flags(_flag_values("--quick", "--publish"), ["epochs"],
+                                          presets, "energy")
     assert os.path.realpath(published["output_dir"]) == str(results / "quick" / "energy")
     with pytest.raises(ValueError, match="pass one of them"):
-        suite.settings_from_flags(_flag_values("--publish", "--output_dir=x"), [], {}, "energy")
+        suite.settings_from_flags(_flag_values("--publish", "--output_dir=x"), [], presets,
+                                  "energy")
     assert not str(aggregate.output_path()).startswith(str(results))
     assert aggregate.output_path(results, publish=True) == results / "summary.md"
 
@@ -239,8 +240,8 @@ def test_tier_presets_fill_only_flags_not_given_and_unknown_tiers_are_refused():
     full = suite.settings_from_flags(_flag_values(), ["epochs"], presets, "energy")
     assert (full["tier"], full["epochs"]) == ("full", 3)
     with pytest.raises(ValueError, match="has no --tier=cpu; pass one of quick, full"):
-        suite.settings_from_flags(_flag_values("--tier=cpu"), ["epochs"], {"epochs": 1},
-                                  "energy")
+        suite.settings_from_flags(_flag_values("--tier=cpu"), ["epochs"],
+                                  {"quick": {"epochs": 1}}, "energy")
     with pytest.raises(ValueError, match="--quick means --tier=quick"):
         suite.settings_from_flags(_flag_values("--quick", "--tier=cpu"), ["epochs"], presets,
                                   "energy")

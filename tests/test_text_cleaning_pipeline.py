@@ -89,11 +89,6 @@ def test_text_cleaning_survives_save_and_load(tmp_path):
             model.preprocessor(NOISY)["token_ids"].numpy())
 
 
-def test_cleaning_names_are_the_export_metadata_names():
-    assert set(preprocessing.TEXT_CLEANINGS) == set(meta.TEXT_CLEANINGS)
-    assert preprocessing.CLEAN_TEXT == meta.CLEAN_TEXT
-
-
 def test_exporter_reads_the_cleaning_from_the_model_and_refuses_a_different_one():
     model = tiny_classifier("exact")
     assert model_text_cleaning(model) == (meta.CLEAN_TEXT, "model")

@@ -9,7 +9,7 @@ raw strings in a notebook, in `export.to_onnx` (which reads the name from the mo
 it in the ONNX metadata) and in the TensorFlow-free predictor (which applies it before its own
 tokenizer).
 
-Cleanings (the names are the export metadata's, `keras_effattn_runtime.metadata.TEXT_CLEANINGS`):
+Cleanings (`keras_effattn_runtime.metadata.TEXT_CLEANINGS`, the names the export records):
 
 * ``"keras_effattn.clean_text"`` (default): `keras_effattn.data.clean_text` (HTML removed,
   Unicode, punctuation runs and whitespace normalised; idempotent, so text a loader already
@@ -33,10 +33,9 @@ import keras_hub
 import numpy as np
 
 from keras_effattn_runtime.cleaning import clean_text
+from keras_effattn_runtime.metadata import CLEAN_TEXT, TEXT_CLEANINGS
 
-CLEAN_TEXT = "keras_effattn.clean_text"
 NO_CLEANING = "none"
-TEXT_CLEANINGS = (CLEAN_TEXT, NO_CLEANING)
 
 
 def check_text_cleaning(text_cleaning):
@@ -98,8 +97,6 @@ class CleaningTextClassifierPreprocessor(keras_hub.models.DistilBertTextClassifi
         if tf.is_tensor(texts):
             if texts.dtype != tf.string:
                 return texts  # token ids or other non-text input: nothing to clean
-            if tf.executing_eagerly():
-                return tf.constant(_clean_array(texts.numpy()))
             cleaned = tf.numpy_function(_clean_array, [texts], tf.string, stateful=False)
             cleaned.set_shape(texts.shape)
             return cleaned
