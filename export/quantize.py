@@ -77,7 +77,19 @@ def optimize_graph(src, dst, fusion="all"):
     return counts
 
 
-def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
+INT8_WEIGHT_TYPES = ("int8", "uint8")
+
+
+def quantize_int8(
+    src,
+    dst,
+    per_channel=True,
+    quantize_embeddings=True,
+    quantize_attention=True,
+    reduce_range=False,
+    weight_type="int8",
+    float_top_layers=0,
+):
     """Dynamic int8 quantisation with onnxruntime (weights int8, activations uint8 on the fly).
 
     Args:
@@ -88,6 +100,15 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
             agreement 98.8% instead of 96.9% on 160 IMDB reviews, same file size).
         quantize_embeddings: bool, default True. Also store the embedding tables (Gather
             weights) as int8.
+        quantize_attention: bool, default True. Turn the fused ``Attention`` nodes into
+            ``QAttention`` (int8 Q/K/V projection); False keeps them float.
+        reduce_range: bool, default False. 7-bit weights. x86 CPUs without VNNI compute
+            uint8 x int8 products with ``vpmaddubsw``, whose int16 pair sums can saturate;
+            7-bit weights cannot, so results no longer depend on the instruction set.
+        weight_type: ``"int8"`` (default, uint8 x int8 kernels) or ``"uint8"`` (uint8 x
+            uint8 kernels, which do not saturate either).
+        float_top_layers: int, default 0. Keep this many of the top encoder layers and the
+            classifier head in float32 (`top_layer_nodes`).
 
     Returns:
         `dst`.
@@ -95,7 +116,14 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     _check_file(src, "src")
-    op_types = ["MatMul", "Attention"] + (["Gather"] if quantize_embeddings else [])
+    if weight_type not in INT8_WEIGHT_TYPES:
+        raise ValueError(f"weight_type must be one of {INT8_WEIGHT_TYPES}, got {weight_type!r}.")
+    if isinstance(float_top_layers, bool) or not isinstance(float_top_layers, int) or (
+        float_top_layers < 0
+    ):
+        raise ValueError(f"float_top_layers must be an int >= 0, got {float_top_layers!r}.")
+    op_types = ["MatMul"] + (["Attention"] if quantize_attention else [])
+    op_types += ["Gather"] if quantize_embeddings else []
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
         unfused = os.path.join(tmp, "unfused.onnx")
         prepared = os.path.join(tmp, "prepared.onnx")
@@ -104,6 +132,7 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
         # as MatMul + Add they are quantised like the feed-forward layers.
         model = onnx.load(src)
         gemm_to_matmul(model)
+        excluded = top_layer_nodes(model, float_top_layers) if float_top_layers else []
         onnx.save(model, unfused)
         # ONNX shape inference only: onnxruntime's symbolic shape inference does not finish on
         # tf2onnx graphs and then dumps `sym_shape_infer_temp.onnx` into the working directory.
@@ -111,9 +140,11 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
         quantize_dynamic(
             prepared,
             out,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
             op_types_to_quantize=op_types,
             per_channel=per_channel,
+            reduce_range=reduce_range,
+            nodes_to_exclude=excluded,
             # ONNX shape inference stops at contrib ops (Attention, Gelu): tensors after
             # them have no inferred type, and all of this model's activations are float32.
             extra_options={"MatMulConstBOnly": True,
@@ -122,6 +153,48 @@ def quantize_int8(src, dst, per_channel=True, quantize_embeddings=True):
         _copy_metadata(src, out)
         os.replace(out, dst)
     return dst
+
+
+# Named int8 recipes for `export.benchmark --int8_recipes` (keyword arguments of
+# `quantize_int8`; "default" is what `export.to_onnx --quantize int8` writes).
+INT8_RECIPES = {
+    "default": {},
+    "per_tensor": {"per_channel": False},
+    "reduce_range": {"reduce_range": True},
+    "uint8_weights": {"weight_type": "uint8"},
+    "float_attention": {"quantize_attention": False},
+    "float_embeddings": {"quantize_embeddings": False},
+    "float_top_layer": {"float_top_layers": 1},
+    "float_top_2_layers": {"float_top_layers": 2},
+}
+
+
+def top_layer_nodes(model, count):
+    """Names of the weight nodes (MatMul, Gemm, Attention) of the top `count` encoder layers and
+    of everything after them (pooling and head), found by graph order.
+
+    A post-LN encoder layer ends with two layer norms (after attention and after the
+    feed-forward block) and the embeddings with one, so the nodes after the layer norm number
+    ``total - 2 * count`` belong to the top `count` layers. Nodes are in topological order in
+    every ONNX file onnxruntime and tf2onnx write.
+
+    Raises:
+        ValueError: the graph does not have ``1 + 2 * layers`` layer norms, or `count` is more
+            than its layers.
+    """
+    norms = ("LayerNormalization", "SkipLayerNormalization")
+    positions = [i for i, node in enumerate(model.graph.node) if node.op_type in norms]
+    if len(positions) % 2 != 1:
+        raise ValueError(
+            f"expected 1 + 2 * layers layer norms in an encoder graph, found {len(positions)}; "
+            "float_top_layers works on the exported DistilBERT/BERT classifiers."
+        )
+    layers = (len(positions) - 1) // 2
+    if count > layers:
+        raise ValueError(f"float_top_layers={count} but the model has {layers} layers.")
+    start = positions[len(positions) - 1 - 2 * count]
+    weights = ("MatMul", "Gemm", "Attention")
+    return [node.name for node in model.graph.node[start + 1 :] if node.op_type in weights]
 
 
 def gemm_to_matmul(model):
@@ -202,10 +275,11 @@ def convert_fp16(src, dst):
     return dst
 
 
-def quantize(src, dst, mode):
-    """Dispatches to `quantize_int8` or `convert_fp16` by `mode` (``"int8"`` or ``"fp16"``)."""
+def quantize(src, dst, mode, **int8_options):
+    """Dispatches to `quantize_int8` (with `int8_options`) or `convert_fp16` by `mode`
+    (``"int8"`` or ``"fp16"``)."""
     if mode == "int8":
-        return quantize_int8(src, dst)
+        return quantize_int8(src, dst, **int8_options)
     if mode == "fp16":
         return convert_fp16(src, dst)
     raise ValueError(f"quantize must be one of {QUANTIZE_MODES} (or None for fp32), got {mode!r}.")

@@ -20,7 +20,7 @@ cannot convert (Keras' own ``model.export(format="onnx")`` writes a graph onnxru
 Examples:
     python -m export.to_onnx --model results/train/model.keras --output_dir exported/minilm
     python -m export.to_onnx --model results/train/model.keras --output_dir exported/int8 \
-        --quantize int8 --num_texts 256 --min_agreement 0.98
+        --quantize int8 --num_texts 2000 --min_agreement 0.995
 """
 
 import hashlib
@@ -110,12 +110,15 @@ def convert_to_onnx(model, path, opset=DEFAULT_OPSET):
 
     Args:
         model: a Keras classifier taking ``{"token_ids", "padding_mask"[, "segment_ids"]}``
-            and returning logits ``[B, C]``; it must compute in float32.
+            and returning logits ``[B, C]`` (or a dict of outputs with ``"logits"``, e.g.
+            from `keras_effattn.models.attention_maps.attention_output_model`); it must
+            compute in float32.
         path: where to write the ONNX file.
         opset: int, ONNX opset in [13, 18], default 17.
 
     Returns:
-        The list of input names of the ONNX graph (its output is ``"logits"``).
+        The list of input names of the ONNX graph (its outputs: ``"logits"``, and any other
+        entry of a dict output such as ``"attention"`` ``[B, T]``).
     """
     import tensorflow as tf
     import tf2onnx
@@ -132,7 +135,8 @@ def convert_to_onnx(model, path, opset=DEFAULT_OPSET):
 
     @tf.function(input_signature=signature)
     def classify(features):
-        return {"logits": model(features, training=False)}
+        outputs = model(features, training=False)
+        return dict(outputs) if isinstance(outputs, dict) else {"logits": outputs}
 
     _patch_tf2onnx()
     onnx_model, _ = tf2onnx.convert.from_function(
@@ -307,7 +311,9 @@ def package_versions():
     return versions
 
 
-def _write_metadata(path, values):
+def write_metadata(path, values):
+    """Sets our metadata `values` (`keras_effattn_runtime.metadata`) in the ONNX file at `path`,
+    keeping its other metadata."""
     import onnx
 
     model = onnx.load(path)
@@ -368,6 +374,7 @@ def export_onnx(
     min_agreement=0.99,
     source_path=None,
     text_cleaning=None,
+    attention_output=False,
 ):
     """Exports, verifies and writes a classifier for TensorFlow-free deployment.
 
@@ -401,6 +408,13 @@ def export_onnx(
             when it has one. Recorded in the metadata; the predictor cleans each text with it
             before tokenizing, and verification runs on texts cleaned the same way
             (`keras_effattn_runtime.predict.text_cleaner`).
+        attention_output: bool, default False. Add a second output, ``attention`` ``[B, T]``:
+            the attention the top layer pays to each token from the positions the classifier
+            pools, averaged over heads
+            (`keras_effattn.models.attention_maps.attention_output_model`); the predictor's
+            ``explain`` and the web page's per-word view read it. It costs one unfused
+            attention layer; the logits are unchanged and verified as always, the attention
+            output against Keras within `max_abs_diff`.
 
     Returns:
         The report dict (also written as ``export_report.json``).
@@ -446,6 +460,11 @@ def export_onnx(
             "the same tokenization. Build the classifier with keras_effattn.build_classifier."
         )
     tokenizer = WordPieceTokenizer.from_keras_hub(preprocessor)
+    graph_model = model
+    if attention_output:
+        from keras_effattn.models.attention_maps import attention_output_model
+
+        graph_model = attention_output_model(model)
     num_classes = int(model.output.shape[-1]) if hasattr(model, "output") else None
     if label_names is None:
         label_names = [f"class_{i}" for i in range(num_classes)]
@@ -462,7 +481,7 @@ def export_onnx(
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
         fp32_path = str(staging / "model_fp32.onnx")
-        input_names = convert_to_onnx(model, fp32_path, opset=opset)
+        input_names = convert_to_onnx(graph_model, fp32_path, opset=opset)
         fused = None
         if optimize:
             fused = quantize_lib.optimize_graph(fp32_path, fp32_path, fusion=fusion)
@@ -482,6 +501,7 @@ def export_onnx(
             labels=labels,
             max_abs_diff=max_abs_diff,
             min_agreement=min_agreement,
+            attention_model=graph_model if attention_output else None,
         )
         values = {
             "format": meta.FORMAT,
@@ -500,8 +520,9 @@ def export_onnx(
             "opset": opset,
             "fusion": fusion if optimize else "none",
             "text_cleaning": text_cleaning,
+            "outputs": ["logits", "attention"] if attention_output else ["logits"],
         }
-        _write_metadata(final_path, values)
+        write_metadata(final_path, values)
         tokenizer.save(staging)
         report = {
             "ok": verification["ok"],
@@ -515,6 +536,7 @@ def export_onnx(
             "max_length": tokenizer.sequence_length,
             "text_cleaning": text_cleaning,
             "text_cleaning_source": cleaning_source,
+            "outputs": values["outputs"],
             "attention_spec": values["attention_spec"],
             "source_sha256": values["source_sha256"],
             "vocab_sha256": values["vocab_sha256"],
@@ -594,10 +616,16 @@ def _flags():
     flags.DEFINE_string(
         "data_dir", str(REPO_ROOT.parent / "shared" / "data"), "Folder with aclImdb_v1.tar.gz."
     )
-    flags.DEFINE_integer("num_texts", 128, "Number of verification texts (IMDB: balanced).")
+    flags.DEFINE_integer(
+        "num_texts", 1000, "Number of verification texts (IMDB: balanced). 1,000 resolve a "
+        "0.99 agreement gate (10 flips allowed); far fewer let one text decide it.")
     flags.DEFINE_float("max_abs_diff", 1e-4, "fp32 tolerance on logits.")
     flags.DEFINE_float("min_agreement", 0.99, "Minimum label agreement for int8/fp16.")
     flags.DEFINE_list("labels", None, "Class names (default: neg,pos for 2 classes).")
+    flags.DEFINE_bool(
+        "attention_output", None,
+        "Add an 'attention' output (the top layer's attention per token) for the predictor's "
+        "explain and the web page's per-word view (default: on with --web, else off).")
     flags.DEFINE_integer("seed", 0, "Chooses the IMDB verification sample.")
     flags.DEFINE_string(
         "web", None, "Also write the static browser page of the export into this folder "
@@ -705,16 +733,22 @@ def main(argv):
             min_agreement=flag_values.min_agreement,
             source_path=flag_values.model,
             text_cleaning=flag_values.text_cleaning,
+            attention_output=(bool(flag_values.web) if flag_values.attention_output is None
+                              else flag_values.attention_output),
         )
     except ParityError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     final = report["verification"]["final"]
+    low, high = final["agreement_ci95"]
     print(
         f"wrote {pathlib.Path(flag_values.output_dir) / MODEL_FILE} ({report['precision']}, "
         f"{report['file_bytes'][report['precision']] / 1e6:.1f} MB): max |Δlogit| "
-        f"{final['max_abs_diff']:.2e}, label agreement {final['label_agreement']:.4f}"
+        f"{final['max_abs_diff']:.2e}, label agreement {final['label_agreement']:.4f} "
+        f"(95% CI {low:.4f}-{high:.4f}, {final['flips']} of {final['n']} labels changed)"
     )
+    for warning in report["verification"].get("warnings", []):
+        print(f"warning: {warning}")
     if flag_values.web:
         page = web.export_web(flag_values.output_dir, flag_values.web)
         print(f"wrote the web page {flag_values.web} ({page['total_bytes'] / 1e6:.1f} MB)")

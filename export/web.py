@@ -29,14 +29,21 @@ but written into ``text_tables.json`` from this Python: ``html.unescape``'s enti
 classes, default-ignorable code points and combining marks (category Mn), and `clean_text`'s
 quote/dash table. Only NFKC/NFD normalisation is the browser's own.
 
-The page shows, for one text, the label, the probability of each class and a per-word view
-of the decision: each word is coloured by how much the probability of the predicted label
-drops when that word is left out and the text classified again (occlusion). This is a
-measurement of the model's behaviour, not its attention weights: the exported graph fuses
-attention into single ``com.microsoft.Attention`` nodes that do not output their
-probabilities, and FAVOR+/low-rank layers have no attention matrix to output at all. In batch
-mode it classifies one text per line (pasted, or read from a ``.txt`` file) and offers the
-results as a CSV download.
+The page shows, for one text, the label, the probability of each class and two per-word views
+of the decision:
+
+- **what the model attended to** (exports with the ``attention`` output, which ``export.to_onnx
+  --web`` adds by default): each word shaded by the share of attention the top layer gave it,
+  averaged over heads and over the positions the classifier pools. For exact layers these are
+  the softmax probabilities, for FAVOR+/low-rank the matrix the layer implies
+  (`keras_effattn.models.attention_maps.attention_output_model`); the numbers equal
+  `keras_effattn_runtime.predict.Predictor.explain`'s;
+- **which words mattered** (every export): each word coloured by how much the probability of
+  the predicted label drops when that word is left out and the text classified again
+  (occlusion), a measurement of behaviour rather than of where the model looked.
+
+In batch mode it classifies one text per line (pasted, or read from a ``.txt`` file) and offers
+the results as a CSV download.
 
 Both precisions run in onnxruntime-web's WASM backend: fp32 with the fused
 ``com.microsoft.Attention``/``Gelu`` nodes and int8 with ``com.microsoft.QAttention`` (checked in
@@ -201,6 +208,7 @@ def export_web(model_dir, output_dir, node_modules=None):
             "text_cleaning": metadata["text_cleaning"],
             "attention_spec": metadata.get("attention_spec"),
             "fusion": metadata.get("fusion"),
+            "outputs": metadata.get("outputs", ["logits"]),
             "vocab_sha256": tokenizer.vocabulary_sha256,
             "onnxruntime_web": version,
             "model_file": MODEL_FILE,

@@ -63,9 +63,9 @@ def imdb(per_class=8, seed=0, clean=False, split="test"):
     return list(data.texts), np.asarray(data.labels)
 
 
-def exported(attention=ALL_KINDS, quantize=None, layers=None):
+def exported(attention=ALL_KINDS, quantize=None, layers=None, attention_output=False):
     """(output_dir, model, report) of a cached export of a tiny classifier."""
-    key = (attention, quantize, layers)
+    key = (attention, quantize, layers, attention_output)
     if key not in _EXPORTS:
         if not _ROOT:
             _ROOT.append(pathlib.Path(tempfile.mkdtemp(prefix="keras_effattn_export_tests_")))
@@ -81,6 +81,7 @@ def exported(attention=ALL_KINDS, quantize=None, layers=None):
             label_names=LABELS,
             quantize=quantize,
             min_agreement=0.75 if quantize else 0.99,
+            attention_output=attention_output,
         )
         _EXPORTS[key] = (folder, model, report)
     return _EXPORTS[key]

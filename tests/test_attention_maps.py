@@ -119,3 +119,41 @@ def test_errors():
     task = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2)
     out = keras_effattn.attention_maps(task, _inputs())  # a task's backbone is used
     assert len(out["maps"]) == 2
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_attention_output_model_shares_the_classifier_and_reduces_its_top_map(pooling):
+    from keras_effattn.models.attention_maps import attention_output_model
+
+    config = {k: v for k, v in TINY.items() if k != "vocabulary_size"}  # MiniLM's vocabulary
+    model = keras_effattn.build_classifier(
+        {**config, "num_layers": 3}, attention="favor(num_features=8),lowrank(k=4),exact",
+        pooling=pooling, max_length=12)
+    token_ids = _inputs(12)
+    feeds = {"token_ids": token_ids, "padding_mask": (token_ids != 0).astype("int32")}
+    both = attention_output_model(model)(feeds)
+    np.testing.assert_allclose(both["logits"], model(feeds), atol=1e-6)
+    top = attention_maps_of(model, feeds)[-1].mean(axis=1)  # [B, T, T], heads averaged
+    mask = feeds["padding_mask"].astype("float64")
+    if pooling == "mean":
+        expected = np.einsum("bq,bqk->bk", mask, top) / mask.sum(1, keepdims=True)
+    else:
+        expected = top[:, 0, :]
+    np.testing.assert_allclose(both["attention"], expected * mask, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(both["attention"]).sum(-1), 1.0, atol=1e-5)
+    # The weights are the classifier's own: training one moves the other.
+    assert attention_output_model(model).count_params() == model.count_params()
+
+
+def attention_maps_of(model, feeds):
+    from keras_effattn.models.attention_maps import attention_maps
+
+    return [m.astype("float64") for m in attention_maps(model, feeds)["maps"]]
+
+
+def test_attention_output_model_refuses_other_models():
+    from keras_effattn.models.attention_maps import attention_output_model
+
+    backbone = keras_effattn.load_backbone(dict(TINY))
+    with pytest.raises(ValueError, match="build_classifier"):
+        attention_output_model(backbone)

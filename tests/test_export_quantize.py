@@ -29,7 +29,14 @@ def test_int8_export_agrees_with_keras_on_real_reviews():
     verification = report["verification"]
     assert verification["fp32"]["max_abs_diff"] <= 1e-4  # fp32 stays strictly checked
     assert verification["final"]["label_agreement"] >= 0.75
-    assert set(verification["accuracy"]) == {"keras", "onnx_fp32", "onnx_final", "delta"}
+    assert set(verification["accuracy"]) == {"keras", "keras_ci95", "onnx_fp32", "onnx_final",
+                                             "delta", "delta_ci95", "gained", "lost"}
+    final = verification["final"]
+    assert final["flips"] == round((1 - final["label_agreement"]) * final["n"])
+    low, high = final["agreement_ci95"]
+    assert low <= final["label_agreement"] <= high
+    # 16 texts cannot resolve a 0.75 gate (4 flips allowed is fine, so no warning here) ...
+    assert "warnings" not in verification
     # Independent check on other reviews, through the deployed predictor.
     texts, _ = imdb(per_class=10, seed=11)
     predictor = Predictor(folder)
@@ -117,3 +124,67 @@ def test_errors(tmp_path):
     folder, _, _ = exported(ALL_KINDS)
     with pytest.raises(ValueError, match="quantize must be one of"):
         quantize_lib.quantize(str(folder / "model.onnx"), str(tmp_path / "x.onnx"), "int4")
+
+
+@pytest.mark.parametrize("recipe", sorted(quantize_lib.INT8_RECIPES))
+def test_every_int8_recipe_writes_a_working_model(tmp_path, recipe):
+    folder, _, _ = exported("exact", layers=3)
+    src, dst = str(folder / "model.onnx"), str(tmp_path / f"{recipe}.onnx")
+    quantize_lib.quantize_int8(src, dst, **quantize_lib.INT8_RECIPES[recipe])
+    texts, _ = imdb(per_class=8, seed=5)
+    tokenizer = Predictor(folder).tokenizer
+    fp32 = verify.run_texts(verify.onnx_session(src), tokenizer, texts)
+    int8 = verify.run_texts(verify.onnx_session(dst), tokenizer, texts)
+    assert 0 < np.max(np.abs(fp32 - int8)) < 0.5
+    graph = onnx.load(dst).graph
+    ops = [n.op_type for n in graph.node]
+    options = quantize_lib.INT8_RECIPES[recipe]
+    assert ("QAttention" in ops) == options.get("quantize_attention", True)
+    types = _initializer_types(dst)
+    embedding_int8 = any("token_embedding" in n and t in ("INT8", "UINT8")
+                         for n, t in types.items())
+    assert embedding_int8 == options.get("quantize_embeddings", True)
+    if options.get("weight_type") == "uint8":
+        assert not any(t == "INT8" for t in types.values())
+
+
+def test_float_top_layers_keeps_the_top_layer_and_head_float(tmp_path):
+    folder, _, _ = exported("exact", layers=3)
+    src = str(folder / "model.onnx")
+    model = onnx.load(src)
+    quantize_lib.gemm_to_matmul(model)
+    top = quantize_lib.top_layer_nodes(model, 1)
+    # The top layer: Q/K/V (one fused Attention), output projection, two feed-forward MatMuls;
+    # then the head's two dense layers.
+    kinds = sorted(n.op_type for n in model.graph.node if n.name in top)
+    assert kinds == ["Attention"] + ["MatMul"] * 5, kinds
+    assert len(quantize_lib.top_layer_nodes(model, 3)) == 3 * 4 + 2
+    with pytest.raises(ValueError, match="has 3 layers"):
+        quantize_lib.top_layer_nodes(model, 4)
+    dst = str(tmp_path / "top.onnx")
+    quantize_lib.quantize_int8(src, dst, float_top_layers=1)
+    quantized = onnx.load(dst).graph
+    remaining = {n.name: n.op_type for n in quantized.node}
+    assert all(name in remaining for name in top)  # left as they were: float
+    assert sum(op == "QAttention" for op in remaining.values()) == 2
+
+
+def test_agreement_statistics():
+    assert verify.wilson_interval(1000, 1000)[0] == pytest.approx(0.99617, abs=1e-4)
+    low, high = verify.wilson_interval(995, 1000)
+    assert low == pytest.approx(0.98836, abs=1e-4) and high == pytest.approx(0.99786, abs=1e-4)
+    assert verify.wilson_interval(0, 0) == [0.0, 1.0]
+    reference = np.array([[1.0, 0.0]] * 6 + [[0.0, 1.0]] * 4)
+    candidate = reference.copy()
+    candidate[0] = [0.0, 1.0]  # a right answer lost
+    candidate[9] = [1.0, 0.0]  # a wrong answer made right
+    candidate[8] = [1.0, 0.0]  # another gained
+    labels = np.array([0] * 6 + [0] * 4)
+    change = verify.accuracy_change(reference, candidate, labels)
+    assert (change["gained"], change["lost"]) == (2, 1)
+    assert change["delta"] == pytest.approx(0.1)
+    assert change["delta_ci95"][0] < 0.1 < change["delta_ci95"][1]
+    assert verify.compare(reference, candidate)["flips"] == 3
+    assert "use at least 300 texts" in verify.resolution_warning(128, 0.99)
+    assert verify.resolution_warning(1000, 0.99) is None
+    assert verify.resolution_warning(10, 1.0) is None

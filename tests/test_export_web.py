@@ -74,7 +74,8 @@ class _Pages(dict):
         self.site.mkdir()
 
     def __missing__(self, precision):
-        folder = exported(ALL_KINDS, quantize={"fp32": None, "int8": "int8"}[precision])[0]
+        folder = exported(ALL_KINDS, quantize={"fp32": None, "int8": "int8"}[precision],
+                          attention_output=True)[0]
         web.export_web(folder, self.site / precision)
         self[precision] = (folder, self.site / precision)
         return self[precision]
@@ -101,6 +102,7 @@ def test_folder_is_self_contained_and_single_threaded(pages):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
     config = json.loads((page / web.CONFIG_FILE).read_text(encoding="utf-8"))
     assert config["labels"] == ["neg", "pos"] and config["precision"] == "fp32"
+    assert config["outputs"] == ["logits", "attention"]
     assert config["input_types"] == {"padding_mask": "int32", "token_ids": "int32"}
     vocab = json.loads((page / web.VOCAB_JSON).read_text(encoding="utf-8"))
     assert vocab == Predictor(folder).tokenizer.vocabulary
@@ -260,6 +262,7 @@ def run_page(page, server, tmp_path, texts, latency_texts=()):
     lines.write_text("\n".join(texts) + "\n", encoding="utf-8")
     job = {"chromium": chromium_path(), "url": url, "lines_file": str(lines),
            "single_text": texts[0], "explain_text": "Dull &amp; far too long!!!<br />I hated it.",
+           "attend_text": texts[1],
            "latency_texts": list(latency_texts), "output": str(tmp_path / "page.json")}
     (tmp_path / "job.json").write_text(json.dumps(job), encoding="utf-8")
     run_node("page.mjs", tmp_path / "job.json")
@@ -323,6 +326,15 @@ def test_page_in_headless_chromium_equals_python(pages, server, tmp_path, precis
     if precision == "fp32":
         np.testing.assert_allclose([w["score"] for w in words],
                                    occlusion(predictor, job["explain_text"]), atol=1e-4)
+    # The attention view: the export's attention output per word, as Predictor.explain has it.
+    expected_words = predictor.explain([job["attend_text"]])[0]["words"]
+    shown = out["attend"]["words"]
+    assert [w["word"] for w in shown] == [w["word"] for w in expected_words]
+    assert [w["attention"] for w in shown] == [w["attention"] for w in out["attend_api"]]
+    assert sum(w["attention"] for w in shown) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose([w["attention"] for w in shown],
+                               [w["attention"] for w in expected_words],
+                               atol=1e-5 if precision == "fp32" else 2e-2)
     # The CSV download: one row per line, the page's numbers.
     download = out["csv_download"]
     assert download["name"] == "predictions.csv"
@@ -354,5 +366,8 @@ def test_to_onnx_web_flag_writes_the_page(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "wrote the web page" in result.stdout
     page = tmp_path / "page"
+    # --web exports the attention output by default, for the page's attention view.
+    config = json.loads((page / web.CONFIG_FILE).read_text(encoding="utf-8"))
+    assert config["outputs"] == ["logits", "attention"]
     assert (page / "model.onnx").read_bytes() == (tmp_path / "onnx" / "model.onnx").read_bytes()
     assert all((page / name).is_file() for name in (*web.APP_FILES, web.TABLES_FILE))

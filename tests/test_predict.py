@@ -244,3 +244,43 @@ def test_predictor_never_imports_tensorflow(export):
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
 
+
+
+def test_explain_reads_the_attention_output_as_keras_computes_it(capsys):
+    from keras_effattn.models.attention_maps import attention_maps
+
+    folder, model, report = exported("exact", attention_output=True)
+    assert report["outputs"] == ["logits", "attention"]
+    assert report["verification"]["attention"]["fp32_max_abs_diff"] <= 1e-6
+    predictor = Predictor(folder)
+    assert predictor.has_attention
+    texts, _ = imdb(per_class=2, seed=3)
+    texts = [RAW_REVIEW, *texts]  # the last ones are longer than the model reads: truncated
+    explained = predictor.explain(texts)
+    assert [e["label"] for e in explained] == [p["label"] for p in predictor.predict(texts)]
+    for text, result in zip(texts, explained):
+        cleaned = clean_text(text)
+        ids = predictor.tokenizer([cleaned], padding="longest")
+        assert result["tokens"] == [predictor.tokenizer.vocabulary[i] for i in ids["token_ids"][0]]
+        # Reference: the top layer's full attention matrix from Keras, averaged over heads and
+        # over the queries the mean pooling reads.
+        top = attention_maps(model, ids)["maps"][-1][0].astype("float64")
+        np.testing.assert_allclose(result["token_attention"], top.mean(0).mean(0), atol=1e-6)
+        pieces = {w: len(i) for w, i in predictor.tokenizer.words(cleaned)}
+        words = result["words"]
+        assert words and all(w["word"] in pieces for w in words)
+        assert sum(w["attention"] for w in words) == pytest.approx(1.0)
+        read = sum(pieces[w["word"]] for w in words[:-1])
+        assert read < len(result["tokens"]) - 2  # every word shown lies within what was read
+    # The CLI's --explain prints the most attended words.
+    assert predict_lib.main(["--model_dir", str(folder), "--explain", RAW_REVIEW]) == 0
+    assert "attended to:" in capsys.readouterr()[0]
+
+
+def test_explain_needs_an_attention_output(export, capsys):
+    predictor = Predictor(export[0])
+    assert not predictor.has_attention
+    with pytest.raises(ValueError, match="--attention_output"):
+        predictor.explain(["a film"])
+    assert predict_lib.main(["--model_dir", str(export[0]), "--explain", "a film"]) == 2
+    assert "--attention_output" in capsys.readouterr()[1]

@@ -121,3 +121,106 @@ def attention_maps(model_or_backbone, inputs, preprocessor=None, max_length=None
         "token_ids": np.asarray(x["token_ids"]),
         "padding_mask": np.asarray(x["padding_mask"]).astype(bool),
     }
+
+
+def token_attention(scores, padding_mask, pooling="mean", cls_index=0):
+    """How much attention each token receives from the positions a classifier pools.
+
+    Args:
+        scores: ``[B, heads, T, T]`` attention probabilities (queries x keys) of one layer.
+        padding_mask: ``[B, T]``, true/1 on real tokens.
+        pooling: ``"mean"`` (the classifier averages all real tokens: the weights are the
+            attention rows of the real queries, averaged) or ``"cls"`` (the classifier reads
+            one token: its row).
+        cls_index: the pooled token for ``"cls"``.
+
+    Returns:
+        ``[B, T]`` float32 weights, averaged over heads: each row sums to 1 over the real tokens,
+        padded tokens get 0.
+    """
+    scores = keras.ops.cast(scores, "float32")
+    mask = keras.ops.cast(padding_mask, "float32")
+    per_query = keras.ops.mean(scores, axis=1)  # [B, T(query), T(key)]
+    if pooling == "cls":
+        weights = per_query[:, cls_index, :]
+    elif pooling == "mean":
+        weights = keras.ops.einsum("bq,bqk->bk", mask, per_query)
+        weights = weights / keras.ops.maximum(keras.ops.sum(mask, axis=1, keepdims=True), 1.0)
+    else:
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}.")
+    return weights * mask
+
+
+class _TopLayerWithAttention(keras.layers.Layer):
+    """Runs an encoder layer (its own weights) and returns ``(sequence, token_attention)``.
+
+    KerasHub's `TransformerEncoder` declares one output to the functional API even with
+    ``return_attention_scores=True``; wrapping the call lets its output spec be traced.
+    """
+
+    def __init__(self, encoder, pooling, cls_index, **kwargs):
+        super().__init__(dtype=encoder.dtype_policy, **kwargs)
+        self.encoder, self.pooling, self.cls_index = encoder, pooling, cls_index
+
+    def call(self, hidden, padding_mask, training=None):
+        sequence, scores = self.encoder(
+            hidden, padding_mask=padding_mask, return_attention_scores=True, training=training
+        )
+        if scores is None:
+            raise ValueError(
+                f"The top layer {self.encoder.name!r} returns no attention matrix, so the "
+                "model cannot output attention; export without it."
+            )
+        return sequence, token_attention(scores, padding_mask, self.pooling, self.cls_index)
+
+
+def attention_output_model(classifier):
+    """The classifier with a second output: the attention its top layer pays to each token.
+
+    The model shares every layer (and weight) with `classifier` and computes its logits the same
+    way; only the top encoder layer is also asked for its attention probabilities
+    (``return_attention_scores=True``: the softmax matrix for exact layers, the implied matrix
+    for FAVOR+ and low-rank ones), reduced by `token_attention` to the tokens the classifier's
+    pooling reads. Used by the ONNX export's optional ``attention`` output, which the web page
+    shows per word.
+
+    Args:
+        classifier: a `keras_effattn.models.classifier.EffAttnTextClassifier` (from
+            `keras_effattn.build_classifier`).
+
+    Returns:
+        A `keras.Model` on the classifier's inputs with outputs ``{"logits": [B, C],
+        "attention": [B, T]}``.
+
+    Raises:
+        ValueError: for another kind of model, or a top layer that cannot return its attention
+            matrix.
+    """
+    from keras_effattn.models.classifier import EffAttnTextClassifier
+
+    if not isinstance(classifier, EffAttnTextClassifier):
+        raise ValueError(
+            "attention_output_model needs a classifier from keras_effattn.build_classifier, "
+            f"got {type(classifier).__name__}."
+        )
+    backbone = classifier.backbone
+    top = swap.encoder_layers(backbone)[-1]
+    node = top._inbound_nodes[0]
+    below = keras.Model(backbone.input, node.arguments.args[0])
+    inputs = classifier.input
+    padding_mask = inputs["padding_mask"]
+    hidden = below(inputs)
+    cls_index = getattr(backbone, "cls_token_index", 0)
+    sequence, attention = _TopLayerWithAttention(top, classifier.pooling, cls_index)(
+        hidden, padding_mask
+    )
+    if classifier.pooler is not None:
+        x = classifier.pooler(sequence, padding_mask=padding_mask)
+    else:
+        x = sequence[:, getattr(backbone, "cls_token_index", 0), :]
+    if classifier.pooled_dense is not None:
+        x = classifier.pooled_dense(x)
+    x = classifier.output_dropout(x)
+    logits = classifier.output_dense(x)
+    return keras.Model(inputs, {"logits": logits, "attention": attention},
+                       name=f"{classifier.name}_with_attention")

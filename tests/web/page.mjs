@@ -1,7 +1,7 @@
 // Drives an exported web page in headless Chromium (puppeteer-core); called by
 // tests/test_export_web.py, which serves the page and compares the results with Python.
 //   node tests/web/page.mjs JOB.json
-// JOB.json: {chromium, url, lines_file, single_text, explain_text, output}. Writes to `output`:
+// JOB.json: {chromium, url, lines_file, single_text, explain_text, attend_text, output}. Writes to `output`:
 // every request the page made, console errors, load time, the single/explain/batch results, the
 // CSV the page offers for download and the batch timing.
 import { createRequire } from 'node:module';
@@ -67,6 +67,16 @@ try {
   // The same occlusion through the page's API, to compare each score with Python.
   out.explain_api = await page.evaluate(
     (text) => window.kea.classifier.explain(text).then((e) => e.words), job.explain_text);
+
+  // The attention view (exports with an attention output).
+  await page.$eval('#text', (e, text) => { e.value = text; }, job.attend_text);
+  await page.click('#attend');
+  await page.waitForFunction(() => document.getElementById('attention').dataset.done === 'true');
+  out.attend = await page.evaluate(() => ({
+    words: [...document.querySelectorAll('#attention-words span')].map((s) => (
+      { word: s.textContent, attention: Number(s.dataset.attention) })) }));
+  out.attend_api = await page.evaluate(
+    (text) => window.kea.classifier.attend(text).then((e) => e.words), job.attend_text);
 
   // Batch mode: a .txt file through the file input, then "Classify all".
   const input = await page.$('#file');

@@ -40,9 +40,13 @@ class Classifier {
     return new Classifier(session, config, tokenizer, makeCleaner(config.text_cleaning, tables));
   }
 
-  // Packed ids -> logits, padded as the Python predictor pads (its own length when the export
-  // verified padding invariance, else the model's maximum length).
-  async logits(packed) {
+  get hasAttention() {
+    return (this.config.outputs ?? ['logits']).includes('attention');
+  }
+
+  // Packed ids -> the model's outputs, padded as the Python predictor pads (its own length when
+  // the export verified padding invariance, else the model's maximum length).
+  async run(packed) {
     const width = this.config.padding_invariant ? packed.length : this.config.max_length;
     const tokenIds = new Int32Array(width).fill(this.tokenizer.padId);
     tokenIds.set(packed);
@@ -57,8 +61,11 @@ class Classifier {
         : type === 'float' ? Float32Array.from(data) : data;
       feeds[name] = new ort.Tensor(type, values, [1, width]);
     }
-    const output = await this.session.run(feeds);
-    return Array.from(output.logits.data);
+    return this.session.run(feeds);
+  }
+
+  async logits(packed) {
+    return Array.from((await this.run(packed)).logits.data);
   }
 
   prepare(text) {
@@ -106,6 +113,30 @@ class Classifier {
       onProgress(i + 1, seen.length);
     }
     return { ...base, words: seen.map((w, i) => ({ word: w.word, score: scores[i] })) };
+  }
+
+  // The export's attention output: how much the top layer attended to each word the model
+  // reads (its pieces summed, [CLS]/[SEP] left out, shared out to sum to 1), as
+  // Predictor.explain computes it in Python.
+  async attend(text) {
+    const { words, packed } = this.prepare(text);
+    const outputs = await this.run(packed.ids);
+    const weights = outputs.attention.data;
+    const limit = packed.ids.length - 1;
+    const seen = [];
+    let position = 1;
+    for (const w of words) {
+      if (position >= limit) break;
+      const end = Math.min(position + w.ids.length, limit);
+      let sum = 0;
+      for (let i = position; i < end; i++) sum += weights[i];
+      seen.push({ word: w.word, attention: sum });
+      position = end;
+    }
+    const total = seen.reduce((a, w) => a + w.attention, 0) || 1;
+    for (const w of seen) w.attention /= total;
+    return { ...this.result(Array.from(outputs.logits.data)), truncated: packed.truncated,
+             words: seen };
   }
 }
 
@@ -160,6 +191,20 @@ function showExplanation(explanation) {
     span.title = `probability of ${explanation.label} without this word: ` +
       `${(explanation.probability - w.score).toFixed(4)} (${w.score >= 0 ? '-' : '+'}${Math.abs(w.score).toFixed(4)})`;
     span.dataset.score = String(w.score);
+    return [span, document.createTextNode(' ')];
+  }).flat());
+}
+
+function showAttention(attended) {
+  $('attention').hidden = false;
+  $('attended-label').textContent = attended.label;
+  const max = Math.max(1e-9, ...attended.words.map((w) => w.attention));
+  $('attention-words').replaceChildren(...attended.words.map((w) => {
+    const span = document.createElement('span');
+    span.textContent = w.word;
+    span.style.background = `rgba(60, 90, 200, ${Math.min(1, w.attention / max).toFixed(3)})`;
+    span.title = `${(100 * w.attention).toFixed(1)} % of the attention`;
+    span.dataset.attention = String(w.attention);
     return [span, document.createTextNode(' ')];
   }).flat());
 }
@@ -219,6 +264,8 @@ async function main() {
   $('model-info').textContent = `Labels: ${c.labels.join(', ')} · ${c.precision} · reads up to ` +
     `${c.max_length} tokens · attention ${c.attention_spec ?? '?'} · onnxruntime-web ${c.onnxruntime_web}`;
   for (const id of ['classify', 'explain', 'classify-all']) $(id).disabled = false;
+  $('attend').hidden = !classifier.hasAttention;
+  $('attend').disabled = !classifier.hasAttention;
 
   const busy = async (button, work) => {
     button.disabled = true;
@@ -229,7 +276,16 @@ async function main() {
     const text = $('text').value;
     if (!text.trim()) return;
     $('explanation').hidden = true;
+    $('attention').hidden = true;
     showResult(classifier, await classifier.classify(text));
+  }));
+  $('attend').addEventListener('click', () => busy($('attend'), async () => {
+    const text = $('text').value;
+    if (!text.trim()) return;
+    const attended = await classifier.attend(text);
+    showResult(classifier, attended);
+    showAttention(attended);
+    $('attention').dataset.done = 'true';
   }));
   $('explain').addEventListener('click', () => busy($('explain'), async () => {
     const text = $('text').value;

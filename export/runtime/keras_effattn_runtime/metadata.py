@@ -17,6 +17,10 @@ ONNX ``metadata_props`` are string pairs. Ours (all under the ``keras_effattn.``
 | ``source_sha256`` | sha256 of the source ``.keras`` file (or of the weights when exported from
   memory) |
 | ``versions`` | JSON of package versions used for the export |
+| ``outputs`` | JSON list of the graph's outputs: ``["logits"]``, or ``["logits", "attention"]``
+  when the export carries the top layer's attention per token (``[B, T]``, averaged over heads
+  and over the positions the classifier pools; padded tokens 0). Older exports lack the key:
+  ``["logits"]`` |
 | ``fusion`` | ``all`` (fused attention/GELU: onnxruntime contrib ops), ``portable`` or ``none`` |
 | ``text_cleaning`` | what the predictor does to a raw text before tokenizing it, as in training:
   ``keras_effattn.clean_text`` (`keras_effattn_runtime.cleaning.clean_text`, which the model's
@@ -31,7 +35,9 @@ import json
 PREFIX = "keras_effattn."
 FORMAT = "text-classifier/1"
 PRECISIONS = ("fp32", "fp16", "int8")
-JSON_KEYS = ("labels", "inputs", "tokenizer", "versions")
+JSON_KEYS = ("labels", "inputs", "tokenizer", "versions", "outputs")
+# The optional second output of an export: the attention each token receives from the top layer.
+ATTENTION_OUTPUT = "attention"
 # Allowed ``text_cleaning`` values; the first is the default of `export.to_onnx.export_onnx`.
 CLEAN_TEXT = "keras_effattn.clean_text"
 TEXT_CLEANINGS = (CLEAN_TEXT, "none")

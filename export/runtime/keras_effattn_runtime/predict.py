@@ -126,6 +126,7 @@ class Predictor:
                 f"was exported at max_length {self.metadata['max_length']}; re-export it."
             )
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         if sorted(self.input_names) != sorted(self.metadata["inputs"]):
             raise ValueError(
                 f"{path} takes inputs {self.input_names} but its metadata says "
@@ -192,6 +193,67 @@ class Predictor:
         return results
 
     __call__ = predict
+
+    @property
+    def has_attention(self):
+        """Whether the export carries the ``attention`` output (``--attention_output``)."""
+        return meta.ATTENTION_OUTPUT in self.output_names
+
+    def explain(self, texts):
+        """Predictions with the attention the model's top layer paid to each word.
+
+        Needs an export with the ``attention`` output (``python -m export.to_onnx
+        --attention_output``). Each text is run alone, unpadded.
+
+        Returns:
+            One dict per text: the `predict` fields plus ``tokens`` (the WordPiece tokens the
+            model read, with [CLS] and [SEP]), ``token_attention`` (one weight per token, summing
+            to 1) and ``words`` (``[{"word", "attention"}]`` for each word read, within the
+            truncation: the weights of its pieces summed, then shared out so the words sum
+            to 1; [CLS] and [SEP] left out).
+
+        Raises:
+            ValueError: the export has no attention output.
+        """
+        if not self.has_attention:
+            raise ValueError(
+                "This export has no attention output; re-export with `python -m export.to_onnx "
+                "... --attention_output` (the web page's --web export adds it by default)."
+            )
+        texts = _check_texts(texts)
+        tokenizer = self.tokenizer
+        results = []
+        for text in texts:
+            cleaned = self.clean_text(text)
+            batch = tokenizer([cleaned], padding="longest")
+            feeds = {
+                name: np.zeros_like(batch["token_ids"]) if name == "segment_ids" else batch[name]
+                for name in self.input_names
+            }
+            logits, attention = self.session.run(["logits", meta.ATTENTION_OUTPUT], feeds)
+            weights = attention[0].astype(np.float64)
+            probabilities = softmax(logits)[0]
+            best = int(probabilities.argmax())
+            words, position = [], 1  # after [CLS]
+            limit = len(weights) - 1  # before [SEP]
+            for word, ids in tokenizer.words(cleaned):
+                if position >= limit:
+                    break
+                end = min(position + len(ids), limit)
+                words.append({"word": word, "attention": float(weights[position:end].sum())})
+                position = end
+            total = sum(w["attention"] for w in words) or 1.0
+            for w in words:
+                w["attention"] /= total
+            results.append({
+                "label": self.labels[best],
+                "probability": float(probabilities[best]),
+                "probabilities": {n: float(p) for n, p in zip(self.labels, probabilities)},
+                "tokens": [tokenizer.vocabulary[i] for i in batch["token_ids"][0]],
+                "token_attention": [float(w) for w in weights],
+                "words": words,
+            })
+        return results
 
 
 def load_session(path, threads=None):
@@ -295,6 +357,12 @@ def _parse_args(argv):
         "--skip_empty", action="store_true", help="Skip empty lines instead of failing."
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="Also show the words the model's top layer attended to most (exports with "
+        "--attention_output).",
+    )
+    parser.add_argument(
         "--no_clean",
         action="store_true",
         help="Texts are already cleaned: skip the text cleaning the model's metadata asks for.",
@@ -353,14 +421,26 @@ def _main(argv):
         threads=args.threads,
         clean=not args.no_clean,
     )
+    if args.explain and not predictor.has_attention:
+        raise cli.UsageError(
+            f"--explain needs an export with an attention output; {args.model_dir!r} has none. "
+            "Re-export with `python -m export.to_onnx ... --attention_output`."
+        )
     results = predictor.predict(texts)
     stats = predictor.last_stats
+    if args.explain:
+        for result, explained in zip(results, predictor.explain(texts)):
+            result["words"] = explained["words"]
     for text, result in zip(texts, results):
         if args.json:
             print(json.dumps({"text": text, **result}, ensure_ascii=False))
         else:
             snippet = text if len(text) <= 60 else text[:57] + "..."
             print(f"{result['label']}\t{result['probability']:.4f}\t{snippet}")
+            if args.explain:
+                top = sorted(result["words"], key=lambda w: -w["attention"])[:5]
+                print("\tattended to: " + ", ".join(
+                    f"{w['word']} {w['attention']:.3f}" for w in top))
     print(
         f"{stats['texts']} text(s) in {stats['batches']} batch(es): {stats['total_ms']:.1f} ms, "
         f"{stats['per_text_ms']:.2f} ms/text ({predictor.metadata['precision']}, padding "

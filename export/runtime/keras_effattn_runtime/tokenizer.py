@@ -293,6 +293,11 @@ class WordPieceTokenizer:
             start = end
         return tuple(ids)
 
+    def words(self, text):
+        """``[(word, ids), ...]``: the words of one text with their WordPiece ids, words that
+        give no ids dropped (what ``words()`` in the web page's tokenizer.js returns)."""
+        return [(w, ids) for w in self.pretokenize(text) if (ids := self._word_cache(w))]
+
     def token_ids(self, text):
         """WordPiece ids of one text, without special tokens or truncation."""
         ids = []
