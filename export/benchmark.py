@@ -106,8 +106,8 @@ def _table(rows, sizes):
 
 def _agreement_table(agreement, names):
     lines = [
-        "| export | label agreement with Keras | 95% CI | flips | accuracy | change vs Keras "
-        "(95% CI) |",
+        ("| export | label agreement with Keras | 95% CI | flips | accuracy | change vs Keras "
+         "(95% CI) |"),
         "| --- | ---: | --- | ---: | ---: | --- |",
     ]
     for name in names:

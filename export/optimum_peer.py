@@ -106,8 +106,8 @@ def time_models(paths, batches, repeats, warmup, threads):
 
 def main(argv):
     job = json.loads(pathlib.Path(argv[1]).read_text(encoding="utf-8"))
-    import optimum
     import onnxruntime
+    import optimum
     import transformers
 
     paths, quantization = export_optimum(job["hf_folder"], job["work_dir"])
