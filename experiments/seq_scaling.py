@@ -26,6 +26,14 @@ runs/full/seq_scaling/:
 
     python -m experiments.seq_scaling
 
+CPU tier (the pretrained MiniLM-L6: exact, FAVOR+ 256 and Linformer k=128 at lengths 128, 256
+and 512, batch 8 timing; with ``--accuracy``: every (variant, length) also fine-tuned with the
+main job's recipe on 2,000 balanced training reviews truncated to that length and evaluated on
+the same 2,000 test reviews, with a bootstrap 95 % interval over the reviews and the paired
+difference to exact attention at that length), writes runs/cpu/seq_scaling/:
+
+    python -m experiments.seq_scaling --tier=cpu
+
 Output: ``results.csv`` (one row per variant and length, with ``skipped`` set where a run ran out
 of memory), ``step_time.png``, ``throughput.png``, ``peak_memory.png``, ``summary.md``.
 Memory: on GPU the allocator peak (``device_peak_mb``); on CPU the growth of the process's
@@ -41,7 +49,7 @@ import time
 
 from absl import flags
 
-from experiments import common, suite, sweep
+from experiments import common, stats, suite, sweep
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
@@ -57,6 +65,14 @@ flags.DEFINE_integer("warmup_steps", 2, "Untimed steps before timing.")
 flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
 flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the steps.")
+flags.DEFINE_bool("accuracy", False, "Also fine-tune each (variant, length) from the pretrained "
+                  "weights and report its IMDB test accuracy.")
+flags.DEFINE_integer("train_per_class", 1000, "Accuracy mode: training reviews per class.")
+flags.DEFINE_integer("test_per_class", 1000, "Accuracy mode: test reviews per class.")
+flags.DEFINE_integer("epochs", 1, "Accuracy mode: epochs.")
+flags.DEFINE_integer("train_batch_size", 16, "Accuracy mode: training batch size.")
+flags.DEFINE_float("learning_rate", 1e-4, "Accuracy mode: peak learning rate (AdamW, linear).")
+flags.DEFINE_bool("freeze_embeddings", True, "Accuracy mode: freeze the token embedding table.")
 
 QUICK = {
     "backbone": "tiny",
@@ -67,8 +83,29 @@ QUICK = {
     "steps": 3,
     "jit_compile": False,
 }
+# The pretrained model at the lengths where its position table holds (<= 512), with accuracy:
+# 9 fine-tuning runs of the main job's recipe on 2,000 reviews (about 3, 6 and 14 minutes at
+# lengths 128, 256 and 512 on a 2-core CPU with a ~380 GFLOP/s matmul peak).
+CPU = {
+    "backbone": "minilm-l6",
+    "variants": "exact;favor(num_features=256);lowrank(k=128)",
+    "lengths": "128;256;512",
+    "batch_size": 8,
+    "warmup_steps": 1,
+    "steps": 5,
+    "jit_compile": suite.MAIN_JOB_RECIPE["jit_compile"],
+    "accuracy": True,
+    "train_per_class": 1000,
+    "test_per_class": 1000,
+    "epochs": suite.MAIN_JOB_RECIPE["epochs"],
+    "train_batch_size": 16,
+    "learning_rate": suite.MAIN_JOB_RECIPE["learning_rate"],
+    "freeze_embeddings": suite.MAIN_JOB_RECIPE["freeze_embeddings"],
+}
+TRAINING = ("train_per_class", "test_per_class", "epochs", "train_batch_size", "learning_rate",
+            "freeze_embeddings")
 NAMES = ("output_dir", "backbone", "variants", "lengths", "batch_size", "warmup_steps", "steps",
-         "precision", "jit_compile", "seed")
+         "precision", "jit_compile", "seed", "accuracy", *TRAINING)
 QUESTION = "How do step time, throughput and peak memory scale with sequence length per variant?"
 NAME = "seq_scaling"
 ARCH_KEYS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "vocabulary_size")
@@ -151,35 +188,122 @@ def plan(settings):
         raise ValueError(f"--lengths must all be >= 2, got {settings['lengths']!r}.")
     source = settings["backbone"]
     suite.check_specs(variants, suite.backbone_source(source) if source == "tiny" else source)
-    shared = {**suite.row_settings(settings, ("variants", "lengths")),
-              "position_table": max(lengths)}
+    # Without --accuracy the training settings do not affect a row.
+    ignored = ("variants", "lengths") + (() if settings.get("accuracy") else TRAINING)
+    shared = {**suite.row_settings(settings, ignored), "position_table": max(lengths)}
     rows = [{"run_id": sweep.run_id_of(len=length, v=i), "variant": variant, "length": length,
              **shared} for length in lengths for i, variant in enumerate(variants)]
     return variants, lengths, rows
 
 
-def run(settings, overwrite=False):
+def fine_tune(settings, data, variant, length, run_dir):
+    """Accuracy mode: fine-tunes the pretrained backbone with `variant` at `length`; returns
+    the accuracy columns (with a bootstrap 95 % interval over the test reviews)."""
+    import numpy as np
+
+    from keras_effattn.training.fit import TrainConfig
+
+    train, test = data["train"], data["test"]
+    config = TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["train_batch_size"],
+        learning_rate=settings["learning_rate"], optimizer="adamw",
+        precision=settings["precision"], jit_compile=settings["jit_compile"],
+        seed=settings["seed"], energy=False, tensorboard=False, save_model=False,
+        freeze_embeddings=settings["freeze_embeddings"],
+        name=f"imdb {variant} length {length}",
+        extra={"dataset": "imdb", "backbone": settings["backbone"], "attention": variant,
+               "max_length": length})
+    source = suite.backbone_source(settings["backbone"])
+    build = suite.classifier_builder(source, variant, length,
+                                     options={"lowrank": {"max_length": length}})
+    row = suite.train_row(config, build, train, test, run_dir)
+    correct = np.asarray(suite.predictions_of(run_dir)) == np.asarray(test.labels)
+    low, high = stats.bootstrap_interval(correct.astype(float))
+    return {"accuracy": row["accuracy"], "accuracy_ci_low": low, "accuracy_ci_high": high,
+            "macro_f1": row["macro_f1"], "fine_tune_epoch_seconds": row["epoch_seconds"],
+            "truncated_share": float(np.mean([n > length - 2 for n in data["token_counts"]]))}
+
+
+def load_data(settings, data_dir):
+    """Accuracy mode's data: ``{"train", "test", "token_counts"}`` (the IMDB subsets and each
+    test review's WordPiece count, for the share a length truncates)."""
+    from keras_effattn.data import read_imdb
+    from keras_effattn.models import tokenizer_for
+
+    archive = data_dir / "aclImdb_v1.tar.gz"
+    train = read_imdb(archive, "train", max_per_class=settings["train_per_class"] or None,
+                      seed=settings["seed"])
+    test = read_imdb(archive, "test", max_per_class=settings["test_per_class"] or None,
+                     seed=settings["seed"])
+    tokenizer = tokenizer_for(suite.backbone_source(settings["backbone"]))
+    counts = [len(ids) for ids in tokenizer(list(test.texts))]
+    return {"train": train, "test": test, "token_counts": counts}
+
+
+def run(settings, overwrite=False, data_dir=None):
     """Runs the benchmark sweep; returns the result rows (with step-time ratios)."""
     import keras
 
     variants, lengths, rows = plan(settings)
     arch = architecture(settings["backbone"], max(lengths))
+    if settings.get("accuracy") and max(lengths) > arch_limit(settings["backbone"]):
+        raise ValueError(
+            f"--accuracy fine-tunes pretrained weights, whose position table holds "
+            f"{arch_limit(settings['backbone'])} tokens; --lengths={settings['lengths']} goes "
+            "beyond it. Drop the longer lengths or run without --accuracy.")
+    data = load_data(settings, data_dir) if settings.get("accuracy") else None
 
     def run_one(row, run_dir):
         try:
-            return measure(settings, arch, row["variant"], row["length"])
+            result = measure(settings, arch, row["variant"], row["length"])
         except Exception as error:
             if "RESOURCE_EXHAUSTED" not in str(error) and "OOM" not in str(error):
                 raise
             return {"skipped": f"out of memory: {type(error).__name__}"}
         finally:
             keras.backend.clear_session()
+        if data is not None:
+            result.update(fine_tune(settings, data, row["variant"], row["length"], run_dir))
+            keras.backend.clear_session()
+        return result
 
     suite.prepare_sweep(settings, NAME, QUESTION, [(rows, "")], overwrite=overwrite,
                         extra_config={"architecture": arch})
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
                               columns=["run_id", "variant", "length"])
+    if data is not None:
+        paired_to_baseline(results, variants, data["test"].labels, settings["output_dir"])
     return report(results, variants, lengths, settings["output_dir"])
+
+
+def arch_limit(source):
+    """The position-table length of the pretrained `source` (no limit for 'tiny')."""
+    if source == "tiny":
+        return math.inf
+    from keras_effattn.models import load_backbone
+
+    return load_backbone(source).get_config()["max_sequence_length"]
+
+
+def paired_to_baseline(results, variants, labels, out_dir):
+    """Adds each row's accuracy difference to the baseline variant at the same length (paired
+    bootstrap over the same test reviews)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    correct = {}
+    for row in results:
+        if row.get("run_dir") and row.get("accuracy") is not None:
+            predictions = np.asarray(suite.predictions_of(f"{out_dir}/{row['run_dir']}"))
+            correct[(row["variant"], row["length"])] = (predictions == labels).astype(float)
+    for row in results:
+        mine = correct.get((row["variant"], row["length"]))
+        base = correct.get((variants[0], row["length"]))
+        if mine is None or base is None or row["variant"] == variants[0]:
+            continue
+        boot = stats.paired_bootstrap(mine, base)
+        row["accuracy_vs_baseline"] = boot["diff"]
+        row["accuracy_vs_baseline_ci"] = f"[{boot['ci_low']:+.3f}, {boot['ci_high']:+.3f}]"
 
 
 def report(results, variants, lengths, out_dir):
@@ -193,11 +317,13 @@ def report(results, variants, lengths, out_dir):
         step = sweep.as_float(row.get("train_step_ms"))
         row["train_step_vs_baseline"] = step / base if base and math.isfinite(step) else None
     io.write_csv(f"{out_dir}/results.csv", results)
-    for metric, name, ylabel, logy in (
+    with_accuracy = any(r.get("accuracy") is not None for r in results)
+    plots = [
         ("train_step_ms", "step_time.png", "training step (ms, median)", True),
         ("train_tokens_per_s", "throughput.png", "training tokens / s", False),
         ("host_rss_growth_mb", "peak_memory.png", "host RSS growth (MB)", False),
-    ):
+    ] + ([("accuracy", "accuracy.png", "IMDB test accuracy", False)] if with_accuracy else [])
+    for metric, name, ylabel, logy in plots:
         series = {}
         for variant in variants:
             points = [(r["length"], sweep.as_float(r.get(metric))) for r in results
@@ -209,6 +335,9 @@ def report(results, variants, lengths, out_dir):
     columns = ["variant", "length", "train_step_ms", "train_step_vs_baseline",
                "train_tokens_per_s", "infer_step_ms", "host_rss_growth_mb", "device_peak_mb",
                "skipped"]
+    if with_accuracy:
+        columns[2:2] = ["accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                        "accuracy_vs_baseline", "accuracy_vs_baseline_ci", "truncated_share"]
     io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nBaseline: `{variants[0]}`; ratios "
                   "are step times relative to it at the same length, measured in the same run.\n\n"
                   + suite.markdown_table(results, columns))
@@ -217,7 +346,8 @@ def report(results, variants, lengths, out_dir):
 
 def main(argv):
     del argv
-    run(suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK}, NAME), overwrite=FLAGS.overwrite)
+    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK, "cpu": CPU}, NAME)
+    run(settings, overwrite=FLAGS.overwrite, data_dir=common.data_dir(FLAGS.data_dir))
 
 
 if __name__ == "__main__":

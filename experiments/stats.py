@@ -103,6 +103,14 @@ def paired_bootstrap(score_a, score_b, num_resamples=10000, seed=0):
     }
 
 
+def bootstrap_interval(scores, num_resamples=10000, seed=0):
+    """95 % percentile bootstrap interval ``(low, high)`` of ``mean(scores)`` over examples
+    (e.g. 1.0 per correct prediction: an accuracy's interval)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    result = paired_bootstrap(scores, np.zeros_like(scores), num_resamples, seed)
+    return result["ci_low"], result["ci_high"]
+
+
 def compare_groups(rows, group_key, metrics, baseline=None):
     """Summarises rows per group and tests each group against the baseline group.
 

@@ -83,15 +83,22 @@ def test_variants_imdb_quick(tmp_path, data_dir):
 def test_seq_scaling_quick(tmp_path):
     out = tmp_path / "seq"
     run_script("seq_scaling", "--quick", f"--output_dir={out}", "--lengths=16;64",
-               "--variants=keras;favor(num_features=8);lowrank(k=8)", "--batch_size=2",
-               "--steps=2")
+               "--variants=keras;lowrank(k=8)", "--batch_size=2", "--steps=2", "--accuracy", "--train_per_class=8", "--test_per_class=8",
+               "--train_batch_size=8")
     rows = _rows(out)
     assert [(r["variant"], r["length"]) for r in rows] == [
-        ("keras", "16"), ("favor(num_features=8)", "16"), ("lowrank(k=8)", "16"),
-        ("keras", "64"), ("favor(num_features=8)", "64"), ("lowrank(k=8)", "64")]
+        ("keras", "16"), ("lowrank(k=8)", "16"), ("keras", "64"), ("lowrank(k=8)", "64")]
     assert all(float(r["train_step_ms"]) > 0 for r in rows)
     assert [float(r["train_step_vs_baseline"]) for r in rows if r["variant"] == "keras"] == [1, 1]
-    for name in ("step_time.png", "throughput.png", "peak_memory.png", "summary.md"):
+    # Accuracy mode: each (variant, length) fine-tuned at that length, with an interval, the
+    # paired difference to the baseline and the share of test reviews the length truncates.
+    for r in rows:
+        assert float(r["accuracy_ci_low"]) <= float(r["accuracy"]) <= float(r["accuracy_ci_high"])
+        assert (r["accuracy_vs_baseline"] == "") == (r["variant"] == "keras")
+    shares = {r["length"]: float(r["truncated_share"]) for r in rows}
+    assert shares["16"] >= shares["64"] and shares["16"] == 1.0
+    for name in ("step_time.png", "throughput.png", "peak_memory.png", "accuracy.png",
+                 "summary.md"):
         assert (out / name).is_file(), name
 
 
