@@ -31,6 +31,14 @@ results/glue_lowrank/):
 
     python -m experiments.glue_lowrank --quick
 
+CPU tier (the pretrained MiniLM-L6 on 2 CPU cores: stock, rank-16 Q/K/V and Linformer k=64 on
+the full train splits of RTE, MRPC, STS-B and CoLA and a stratified 8,000-sentence SST-2 subset
+(``--train_caps``), length 128, 3 epochs, full dev sets, plus the zero-shot row of each task: its
+fine-tuned stock model with rank-16 factors swapped in by SVD and no further training
+(``--zero_shot``); the WikiText part is off in this tier), writes runs/cpu/glue_lowrank/:
+
+    python -m experiments.glue_lowrank --tier=cpu
+
 Full (GPU; MiniLM-L6, rank 16, lr 2e-5, batch 16, 3 epochs, length 128, weight decay 0.01, full
 train/dev sets; WikiText valid -> test), writes runs/full/glue_lowrank/:
 
@@ -65,6 +73,11 @@ flags.DEFINE_float("learning_rate", 2e-5, "Peak learning rate (AdamW, linear dec
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay.")
 flags.DEFINE_integer("max_length", 128, "Token sequence length.")
 flags.DEFINE_integer("train_examples", 0, "Training examples per task (0: all).")
+flags.DEFINE_string("train_caps", "", "Per-task training caps overriding --train_examples, "
+                    "e.g. 'SST-2=8000' (a stratified subset).")
+flags.DEFINE_string("zero_shot", "", "An attention spec swapped into each task's fine-tuned "
+                    "baseline without further training (e.g. 'lowrank(k=none,qkv_rank=16)'): "
+                    "what the swap alone keeps. '' skips it.")
 flags.DEFINE_integer("dev_examples", 0, "Dev examples per task (0: all).")
 flags.DEFINE_bool("perplexity", True, "Run the WikiText masked-LM part.")
 flags.DEFINE_integer("mlm_max_words", 96, "Words per WikiText chunk (fits max_length tokens).")
@@ -89,8 +102,24 @@ QUICK = {
     "mlm_learning_rate": 1e-3,
     "jit_compile": False,
 }
+# The pretrained model on 2 CPU cores: the issue's variants on the full train splits of RTE,
+# MRPC, STS-B and CoLA and a stratified 8,000-sentence SST-2 subset, length 128, full dev
+# sets, and the zero-shot rank-16 swap of each fine-tuned baseline.
+CPU = {
+    "backbone": "minilm-l6",
+    "variants": "keras;lowrank(k=none,qkv_rank=16);lowrank(k=64)",
+    "tasks": "RTE;MRPC;STS-B;CoLA;SST-2",
+    "epochs": 3,
+    "learning_rate": 5e-5,
+    "max_length": 128,
+    "train_caps": "SST-2=8000",
+    "zero_shot": "lowrank(k=none,qkv_rank=16)",
+    "jit_compile": False,
+    "perplexity": False,
+}
 NAMES = ("output_dir", "backbone", "variants", "tasks", "epochs", "batch_size", "learning_rate",
-         "weight_decay", "max_length", "train_examples", "dev_examples", "perplexity",
+         "weight_decay", "max_length", "train_examples", "train_caps", "zero_shot",
+         "dev_examples", "perplexity",
          "mlm_max_words", "mlm_train_chunks", "mlm_eval_chunks", "mlm_epochs",
          "mlm_learning_rate", "precision", "jit_compile", "seed")
 QUESTION = "Does rank-16 attention keep GLUE scores and masked-LM perplexity, and save inference?"
@@ -99,7 +128,7 @@ NAME = "glue_lowrank"
 NOT_GLUE = ("variants", "tasks", "perplexity", "mlm_max_words", "mlm_train_chunks",
             "mlm_eval_chunks", "mlm_epochs", "mlm_learning_rate")
 NOT_MLM = ("variants", "tasks", "perplexity", "epochs", "learning_rate", "train_examples",
-           "dev_examples")
+           "train_caps", "zero_shot", "dev_examples")
 # Settings that shape the evaluation masks (with a hash of the evaluation text).
 MASK_KEY = ("backbone", "max_length", "mlm_max_words", "mlm_eval_chunks", "seed")
 
@@ -116,13 +145,42 @@ def plan(settings):
     source = suite.backbone_source(settings["backbone"])
     suite.check_specs(variants, source)
     tasks = [glue_task(t).name for t in suite.split_list(settings["tasks"])]
-    glue_shared = suite.row_settings(settings, NOT_GLUE)
-    glue_rows = [{"run_id": sweep.run_id_of(task=task, v=i), "task": task, "variant": variant,
-                  **glue_shared} for task in tasks for i, variant in enumerate(variants)]
+    zero = settings.get("zero_shot") or ""
+    if zero:
+        suite.check_specs([zero], source, flag="--zero_shot")
+    caps = train_caps(settings)
+    unknown = sorted(set(caps) - set(tasks))
+    if unknown:
+        raise ValueError(f"--train_caps names {unknown}, which are not in --tasks={tasks}.")
+    glue_shared = suite.row_settings(settings, (*NOT_GLUE, "train_caps", "zero_shot"))
+    glue_rows = []
+    for task in tasks:
+        task_shared = {**glue_shared, "train_examples": caps.get(task,
+                                                                 settings["train_examples"])}
+        glue_rows += [{"run_id": sweep.run_id_of(task=task, v=i), "task": task,
+                       "variant": variant, **task_shared} for i, variant in enumerate(variants)]
+        if zero:
+            glue_rows.append({"run_id": sweep.run_id_of(task=task, v="zero_shot"), "task": task,
+                              "variant": f"zero-shot {zero}",
+                              "zero_shot_of": variants[0], **task_shared})
     mlm_shared = suite.row_settings(settings, NOT_MLM)
     mlm_rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": variant, **mlm_shared}
                 for i, variant in enumerate(variants)] if settings["perplexity"] else []
     return variants, glue_rows, mlm_rows
+
+
+def train_caps(settings):
+    """``--train_caps`` ('SST-2=8000;...') as {canonical task name: int}."""
+    from keras_effattn.data import glue_task
+
+    caps = {}
+    text = settings.get("train_caps") or ""
+    for entry in suite.split_list(text) if text.strip() else []:
+        name, _, value = entry.partition("=")
+        if not value.isdigit():
+            raise ValueError(f"--train_caps entry {entry!r} is not TASK=COUNT, e.g. SST-2=8000.")
+        caps[glue_task(name.strip()).name] = int(value)
+    return caps
 
 
 def load_task(task, settings, data_dir):
@@ -132,8 +190,9 @@ def load_task(task, settings, data_dir):
     from keras_effattn.data.splits import stratified_subset
 
     spec = glue_task(task)
+    train_size = train_caps(settings).get(spec.name, settings["train_examples"])
     parts = []
-    for split, size in (("train", settings["train_examples"]), ("dev", settings["dev_examples"])):
+    for split, size in (("train", train_size), ("dev", settings["dev_examples"])):
         data = read_glue(spec.name, data_dir / "glue", split)
         if size and size < len(data):
             data = stratified_subset(data, size, seed=settings["seed"])
@@ -150,16 +209,25 @@ def run_glue(settings, data_dir, rows, source):
     from keras_effattn.training.fit import TrainConfig
 
     tasks = list(dict.fromkeys(row["task"] for row in rows))
+    variants = list(dict.fromkeys(row["variant"] for row in rows if not row.get("zero_shot_of")))
     data = [load_task(t, settings, data_dir) for t in tasks]
     by_name = {spec.name: (spec, train, dev) for spec, train, dev in data}
 
+    baseline_dirs = {}
+
     def run_one(row, run_dir):
         spec, train, dev = by_name[row["task"]]
+        if row.get("zero_shot_of"):
+            return zero_shot(settings, spec, dev, baseline_dirs[row["task"]], run_dir)
+        if row["variant"] == variants[0]:
+            baseline_dirs[row["task"]] = run_dir
         config = TrainConfig(
             epochs=settings["epochs"], batch_size=settings["batch_size"],
             learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
             precision=settings["precision"], jit_compile=settings["jit_compile"],
-            seed=settings["seed"], energy=False, tensorboard=False, save_model=False,
+            seed=settings["seed"], energy=False, tensorboard=False,
+            # The baseline's model is what the zero-shot row swaps attention into.
+            save_model=bool(settings.get("zero_shot")) and row["variant"] == variants[0],
             name=f"glue {spec.name} {row['variant']}",
             extra={"dataset": f"glue/{spec.name}", "backbone": settings["backbone"],
                    "attention": row["variant"], "max_length": settings["max_length"]},
@@ -168,15 +236,58 @@ def run_glue(settings, data_dir, rows, source):
                                          num_classes=spec_classes(spec))
         out = suite.train_row(config, build, train, dev, run_dir)
         predictions = np.asarray(suite.predictions_of(run_dir))
-        scores = glue_metrics(spec.name, dev.labels, predictions)
-        out.update({f"glue_{k}": v for k, v in scores.items()})
-        out["glue_score"] = scores[spec.metrics[0]]
-        out["glue_metric"] = spec.metrics[0]
+        out.update(glue_scores(spec, dev.labels, predictions))
         out["inference_peak_rss_mb"] = _inference(run_dir).get("host_peak_rss_mb")
         return out
 
+    # The baselines run before their zero-shot rows (plan's order); on a resumed sweep their
+    # folders are found from the finished rows.
+    for row in rows:
+        if row["variant"] == variants[0]:
+            baseline_dirs[row["task"]] = pathlib.Path(
+                settings["output_dir"]) / "glue" / "runs" / row["run_id"]
+
     return sweep.run_sweep(rows, run_one, settings["output_dir"] + "/glue",
                            columns=["run_id", "task", "variant", "glue_metric", "glue_score"])
+
+
+def glue_scores(spec, labels, predictions):
+    """The task's GLUE metrics as row columns (``glue_<metric>``, ``glue_score``)."""
+    from keras_effattn.training.evaluate import glue_metrics
+
+    scores = glue_metrics(spec.name, labels, predictions)
+    return {**{f"glue_{k}": v for k, v in scores.items()},
+            "glue_score": scores[spec.metrics[0]], "glue_metric": spec.metrics[0]}
+
+
+def zero_shot(settings, spec, dev, baseline_dir, run_dir):
+    """The zero-shot row: the task's fine-tuned baseline with `settings["zero_shot"]` attention
+    swapped in (`keras_effattn.models.swap_classifier_attention`), evaluated on dev untrained."""
+    import keras
+    import numpy as np
+
+    from keras_effattn.models import swap_classifier_attention
+    from keras_effattn.training.fit import evaluate_model
+    from keras_effattn.utils import io
+
+    model_path = pathlib.Path(baseline_dir) / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"The zero-shot row needs the baseline's {model_path}; it is saved when --zero_shot "
+            "is set. Re-run with --overwrite to train the baseline again.")
+    baseline = common.load_model(model_path)
+    model = swap_classifier_attention(baseline, settings["zero_shot"])
+    evaluation = evaluate_model(model, dev)
+    predictions = np.asarray(evaluation["predictions"])
+    out = glue_scores(spec, dev.labels, predictions)
+    out["accuracy"] = evaluation.get("accuracy")
+    out["inference_peak_rss_mb"] = evaluation["inference"].get("host_peak_rss_mb")
+    pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
+    io.write_json(pathlib.Path(run_dir) / "metrics.json",
+                  {"evaluation": {k: v for k, v in evaluation.items() if k != "labels"},
+                   "zero_shot": settings["zero_shot"], "baseline": str(model_path.name)})
+    keras.backend.clear_session()
+    return out
 
 
 def spec_classes(spec):
@@ -363,7 +474,7 @@ def report(glue_rows, ppl_rows, variants, out_dir):
 
 def main(argv):
     del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK}, NAME)
+    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK, "cpu": CPU}, NAME)
     variants, glue_plan, mlm_plan = plan(settings)
     data_dir = common.data_dir(FLAGS.data_dir)
     suite.prepare_sweep(settings, NAME, QUESTION, [(glue_plan, "glue"), (mlm_plan, "wikitext")],
@@ -371,7 +482,8 @@ def main(argv):
     source = suite.backbone_source(settings["backbone"])
     glue_rows = run_glue(settings, data_dir, glue_plan, source)
     ppl_rows = run_perplexity(settings, data_dir, mlm_plan, source) if mlm_plan else []
-    report(glue_rows, ppl_rows, variants, settings["output_dir"])
+    shown = variants + ([f"zero-shot {settings['zero_shot']}"] if settings["zero_shot"] else [])
+    report(glue_rows, ppl_rows, shown, settings["output_dir"])
 
 
 if __name__ == "__main__":

@@ -175,3 +175,21 @@ def test_minilm_fit_on_imdb_slice_lowers_the_loss(data_dir):
     model.fit(dataset, epochs=3, verbose=0)
     after = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
     assert after < before - 0.05, (before, after)
+
+
+def test_swap_classifier_attention_keeps_head_and_preprocessor():
+    keras.utils.set_random_seed(3)
+    model = keras_effattn.build_classifier(dict(TINY), attention="keras", max_length=16,
+                                           hidden_dim=8, pooling="cls")
+    texts = ["a fine film", "dull and far too long, i left early"]
+    before = model.predict(texts, verbose=0)
+    exact = classifier_lib.swap_classifier_attention(model, "exact")
+    np.testing.assert_allclose(exact.predict(texts, verbose=0), before, atol=1e-5)
+    assert exact.preprocessor is model.preprocessor and exact.pooling == "cls"
+    assert swap.describe_attention(exact.backbone).startswith("exact")
+    # Full-rank factors reproduce the projections; rank 1 does not, and the original is unchanged.
+    low = classifier_lib.swap_classifier_attention(model, "lowrank(k=none,qkv_rank=1)")
+    assert np.abs(low.predict(texts, verbose=0) - before).max() > 1e-4
+    np.testing.assert_allclose(model.predict(texts, verbose=0), before, atol=1e-6)
+    with pytest.raises(ValueError, match="build_classifier"):
+        classifier_lib.swap_classifier_attention(model.backbone, "exact")

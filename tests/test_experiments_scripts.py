@@ -107,13 +107,24 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
     out = tmp_path / "glue"
     run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
                "--tasks=MRPC;STS-B", "--variants=keras;lowrank(k=none,qkv_rank=4)",
-               "--train_examples=32", "--dev_examples=16", "--batch_size=8", "--max_length=32",
+               "--train_examples=32", "--train_caps=MRPC=24", "--dev_examples=16",
+               "--zero_shot=lowrank(k=none,qkv_rank=4)", "--batch_size=8", "--max_length=32",
                "--mlm_max_words=16", "--mlm_train_chunks=16", "--mlm_eval_chunks=8")
-    rows = _rows(out)
+    all_rows = _rows(out)
+    # Each task: the baseline, the variant, and the baseline with rank-4 factors swapped in
+    # untrained (its row evaluated on the same dev set with the task's metric).
+    zero = [r for r in all_rows if r["variant"].startswith("zero-shot")]
+    assert [(r["task"], r["variant"]) for r in zero] == [
+        ("MRPC", "zero-shot lowrank(k=none,qkv_rank=4)"),
+        ("STS-B", "zero-shot lowrank(k=none,qkv_rank=4)")]
+    assert all(r["glue_score"] != "" and r["zero_shot_of"] == "keras" for r in zero)
+    rows = [r for r in all_rows if not r["variant"].startswith("zero-shot")]
+    # Per-task caps: MRPC trained on 24 examples, STS-B on --train_examples.
+    assert [int(r["train_examples"]) for r in rows] == [24, 24, 32, 32]
     # A text-pair classification task and the text-pair regression task, each with its metric.
     assert [(r["task"], r["glue_metric"]) for r in rows] == (
         [("MRPC", "f1")] * 2 + [("STS-B", "pearson")] * 2)
-    assert all(-1.0 <= float(r["glue_score"]) <= 1.0 for r in rows)
+    assert all(-1.0 <= float(r["glue_score"]) <= 1.0 for r in all_rows)
     for row in rows[2:]:
         assert row["glue_spearman"] != "" and row["accuracy"] == ""
         metrics = io.read_json(out / "glue" / "runs" / row["run_id"] / "metrics.json")

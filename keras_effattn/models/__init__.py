@@ -6,6 +6,7 @@ from keras_effattn.models.classifier import (
     EffAttnTextClassifier,
     MaskedMeanPooling,
     build_classifier,
+    swap_classifier_attention,
 )
 from keras_effattn.models.masked_lm import build_masked_lm
 from keras_effattn.models.minilm import fold_bert_to_distilbert
@@ -22,5 +23,6 @@ __all__ = [
     "fold_bert_to_distilbert",
     "load_backbone",
     "swap_attention",
+    "swap_classifier_attention",
     "tokenizer_for",
 ]

@@ -321,3 +321,41 @@ def build_classifier(
         freeze_layers=freeze_layers,
         freeze_token_embedding=freeze_token_embedding,
     )
+
+
+def swap_classifier_attention(classifier, attention, options=None):
+    """A copy of a (fine-tuned) classifier whose encoder uses other attention; nothing retrained.
+
+    The backbone goes through `keras_effattn.swap_attention` (projections copied; low-rank Q/K/V
+    factors initialised by truncated SVD of the trained projections, new FAVOR+/Linformer state
+    fresh), the preprocessor is shared and the head's weights are copied. This is the
+    "zero-shot" swap: what the new attention keeps of a model trained with another.
+
+    Args:
+        classifier: an `EffAttnTextClassifier`.
+        attention: an attention spec (see `keras_effattn.swap_attention`).
+        options: optional per-kind default options.
+
+    Returns:
+        A new `EffAttnTextClassifier`; `classifier` is unchanged.
+    """
+    if not isinstance(classifier, EffAttnTextClassifier):
+        raise ValueError(
+            "swap_classifier_attention needs a classifier from keras_effattn.build_classifier, "
+            f"got {type(classifier).__name__}."
+        )
+    backbone = swap.swap_attention(classifier.backbone, attention, options)
+    swapped = EffAttnTextClassifier(
+        backbone=backbone,
+        num_classes=classifier.num_classes,
+        preprocessor=classifier.preprocessor,
+        pooling=classifier.pooling,
+        hidden_dim=classifier.hidden_dim,
+        dropout=classifier.dropout,
+        activation=classifier.activation,
+    )
+    for name in ("pooled_dense", "output_dense"):
+        source = getattr(classifier, name)
+        if source is not None:
+            getattr(swapped, name).set_weights(source.get_weights())
+    return swapped

@@ -397,6 +397,32 @@ def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_h
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _evaluate(model, split, batch_size, to_inputs, regression):
+    features = feature_stream(split, batch_size, to_inputs)
+    if regression:
+        return ev.evaluate_regressor(model, features, split.y, preprocess=False)
+    return ev.evaluate_classifier(
+        model, features, split.y, split.class_names or None, preprocess=False)
+
+
+def evaluate_model(model, evaluation, batch_size=64):
+    """Evaluates a trained model on held-out data exactly as `train_and_evaluate` ends.
+
+    Args:
+        model: a Keras classifier (logits per class) or regressor (one output), with its
+            ``preprocessor`` when it takes raw text.
+        evaluation: a `TextDataset` (or ``(x, y)``), as for `train_and_evaluate`.
+        batch_size: int, default 64.
+
+    Returns:
+        `keras_effattn.training.evaluate.evaluate_classifier`'s (or `evaluate_regressor`'s)
+        dict: metrics, ``inference`` and ``predictions``.
+    """
+    split = _as_split(evaluation, "evaluation")
+    return _evaluate(model, split, batch_size, model_inputs_fn(model),
+                     regression=_num_outputs(model) == 1)
+
+
 def feature_stream(split, batch_size, to_inputs=None):
     """Batched model inputs of `split`, in order, without labels."""
     import tensorflow as tf
@@ -789,12 +815,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
 
     if config.restore_best and best is not None and best.path.is_file():
         model.load_weights(best.path)
-    features = feature_stream(eval_split, config.eval_batch_size, to_inputs)
-    if regression:
-        evaluation = ev.evaluate_regressor(model, features, eval_split.y, preprocess=False)
-    else:
-        evaluation = ev.evaluate_classifier(
-            model, features, eval_split.y, eval_split.class_names or None, preprocess=False)
+    evaluation = _evaluate(model, eval_split, config.eval_batch_size, to_inputs, regression)
     if task_metrics is not None:
         evaluation["task_metrics"] = task_metrics(
             eval_split.y, np.asarray(evaluation["predictions"]))
