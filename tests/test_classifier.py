@@ -181,6 +181,9 @@ def test_swap_classifier_attention_keeps_head_and_preprocessor():
     keras.utils.set_random_seed(3)
     model = keras_effattn.build_classifier(dict(TINY), attention="keras", max_length=16,
                                            hidden_dim=8, pooling="cls")
+    # A unit-scale head (the default init gives logits ~1e-4, too small to show a change).
+    kernel, bias = model.output_dense.get_weights()
+    model.output_dense.set_weights([np.random.default_rng(0).normal(size=kernel.shape), bias])
     texts = ["a fine film", "dull and far too long, i left early"]
     before = model.predict(texts, verbose=0)
     exact = classifier_lib.swap_classifier_attention(model, "exact")
