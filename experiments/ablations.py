@@ -41,6 +41,9 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
                     f"';'-separated groups to run, of: {', '.join(GROUPS)}.")

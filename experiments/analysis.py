@@ -46,22 +46,17 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
+suite.define_imdb_training_flags()  # --backbone, --epochs, ..., --freeze_embeddings
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string("work_dir", None, "Engine run folder, holds model.keras (default: "
                     "runs/<tier>/analysis_model in the repository).")
-flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("attention", "exact", "Attention spec of the analysed model.")
-flags.DEFINE_integer("epochs", 3, "Training epochs.")
-flags.DEFINE_integer("batch_size", 16, "Batch size.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
-flags.DEFINE_integer("max_length", 256, "Token sequence length.")
-flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class.")
-flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
 flags.DEFINE_string("glue_task", "SST-2", "GLUE task for the EDA plot ('' to skip).")
 flags.DEFINE_integer("attention_max_length", 48, "Tokens shown in the attention plots.")
 flags.DEFINE_string("texts", "", "'||'-separated texts to visualise instead of chosen reviews.")
 flags.DEFINE_integer("max_failures", 50, "Misclassified reviews written to failure_cases.csv.")
-flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_bool("freeze_embeddings", False, "Freeze the token embedding table (cheaper on CPU).")
 
 QUICK = {
     "backbone": "tiny",

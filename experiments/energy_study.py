@@ -46,21 +46,16 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
-flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+suite.define_imdb_training_flags()  # --backbone, --epochs, ..., --freeze_embeddings
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
 flags.DEFINE_string("settings", "baseline;mixed_precision;remat;label_smoothing;dropout;adam;"
                     "sgd;cosine", "';'-separated rows to run (see ROWS); the first is the "
                     "baseline the others are compared with.")
 flags.DEFINE_string("mixed_policy", "mixed_float16", "Policy of the mixed_precision row.")
-flags.DEFINE_integer("epochs", 3, "Training epochs.")
-flags.DEFINE_integer("batch_size", 16, "Batch size.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (SGD uses 20x).")
-flags.DEFINE_integer("max_length", 256, "Token sequence length.")
-flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (20% held out).")
-flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class.")
 flags.DEFINE_string("country_iso_code", "USA", "Grid carbon intensity for CodeCarbon.")
-flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_bool("freeze_embeddings", False, "Freeze the token embedding table (cheaper on CPU).")
 
 QUICK = {
     "backbone": "tiny",

@@ -62,6 +62,9 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("variants", "keras;lowrank(k=none,qkv_rank=16);lowrank(k=16)",
                     "';'-separated attention specs; the first is the standard model.")

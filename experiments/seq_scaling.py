@@ -55,6 +55,9 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string("backbone", "minilm-l6", "Architecture source: 'minilm-l6' or 'tiny'.")
 flags.DEFINE_string(
     "variants", "keras;exact;exact(chunk_size=256);favor(num_features=128);lowrank(k=128)",

@@ -227,6 +227,27 @@ def define_tier_flags():
     flags.DEFINE_bool("quick", False, "Shorthand for --tier=quick.")
 
 
+def define_imdb_training_flags():
+    """Defines the fine-tuning flags the IMDB scripts share (once per process): ``--backbone``,
+    ``--epochs``, ``--batch_size``, ``--learning_rate``, ``--max_length``, ``--train_per_class``,
+    ``--test_per_class``, ``--jit_compile``, ``--freeze_embeddings``, with the full tier's
+    defaults (each script's tiers override them through its presets)."""
+    from absl import flags
+
+    if "train_per_class" in flags.FLAGS:
+        return
+    flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+    flags.DEFINE_integer("epochs", 3, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 16, "Batch size.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (AdamW, linear decay).")
+    flags.DEFINE_integer("max_length", 256, "Token sequence length.")
+    flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (0: all 12,500).")
+    flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class (0: all 12,500).")
+    flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
+    flags.DEFINE_bool("freeze_embeddings", False,
+                      "Freeze the token embedding table (cheaper on CPU).")
+
+
 def define_publish_flag():
     """Defines ``--publish`` (once per process): write into the repository's ``results/``."""
     from absl import flags

@@ -43,23 +43,18 @@ FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
 suite.define_tier_flags()  # --tier, --quick
-flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
+suite.define_imdb_training_flags()  # --backbone, --epochs, ..., --freeze_embeddings
+# --help lists the shared flags too (absl shows the main module's key flags).
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(suite)
 flags.DEFINE_string(
     "variants",
     "keras;exact;favor(num_features=128);lowrank(k=64);alternate:exact,favor(num_features=128)",
     "';'-separated attention specs; the first is the baseline.",
 )
 flags.DEFINE_string("seeds", "0;1;2", "';'-separated seeds.")
-flags.DEFINE_integer("epochs", 3, "Training epochs.")
-flags.DEFINE_integer("batch_size", 16, "Batch size.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (AdamW, linear decay).")
-flags.DEFINE_integer("max_length", 256, "Token sequence length.")
-flags.DEFINE_integer("train_per_class", 2500, "Training reviews per class (0: all 12,500).")
-flags.DEFINE_integer("test_per_class", 2500, "Test reviews per class (0: all 12,500).")
 flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
 flags.DEFINE_bool("energy", True, "Measure energy with CodeCarbon (offline).")
-flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
-flags.DEFINE_bool("freeze_embeddings", False, "Freeze the token embedding table (cheaper on CPU).")
 
 QUICK = {
     "backbone": "tiny",
