@@ -40,7 +40,7 @@ Output (``--output_dir``): ``eda_*.png``, ``eda.json``, ``eda.md``, ``confusion_
 from absl import flags
 
 from experiments import common, suite
-from experiments.failures import failure_statistics, negation_count
+from experiments.failures import error_rate_by_truncation, failure_statistics, negation_count
 
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
@@ -186,14 +186,30 @@ def run(settings, data_dir, overwrite=False):
                                      title=f"IMDB test ({len(test)} reviews)")
     io.write_csv(f"{out_dir}/per_class.csv",
                  [{"class": k, **v} for k, v in metrics["per_class"].items()])
+    model = common.load_model(f"{settings['work_dir']}/model.keras")
     failures = failure_statistics(test.texts, test.labels, predictions)
     failures["accuracy"] = metrics["accuracy"]
+    tokenizer = model.preprocessor.tokenizer
+    token_counts = [len(ids) for ids in tokenizer(list(test.texts))]
+    failures["error_rate_by_truncation"] = error_rate_by_truncation(
+        test.labels, predictions, token_counts, settings["max_length"])
     io.write_json(f"{out_dir}/failure_stats.json", failures)
     wrong = np.flatnonzero(predictions != test.labels)
+    # The most confident errors first: the model's probability of the label it wrongly chose.
+    confidence = np.zeros(len(test.texts))
+    if wrong.size:
+        logits = np.asarray(model.predict([test.texts[i] for i in wrong], batch_size=32,
+                                          verbose=0), dtype=np.float64)
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        confidence[wrong] = probabilities.max(-1)
+        wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
     io.write_csv(f"{out_dir}/failure_cases.csv", [
         {"index": int(i), "true": test.class_names[test.labels[i]],
-         "predicted": test.class_names[predictions[i]], "words": len(test.texts[i].split()),
-         "negations": negation_count(test.texts[i]), "excerpt": test.texts[i][:300]}
+         "predicted": test.class_names[predictions[i]],
+         "confidence": round(float(confidence[i]), 4), "words": len(test.texts[i].split()),
+         "tokens": token_counts[i], "negations": negation_count(test.texts[i]),
+         "excerpt": test.texts[i][:300]}
         for i in wrong[: settings["max_failures"]]])
     rates = failures["error_rate_by_length_quartile"]
     suite.bar_chart([f"Q{q + 1}" for q in range(4)],
@@ -201,7 +217,6 @@ def run(settings, data_dir, overwrite=False):
                     f"{out_dir}/error_by_length.png", "error rate",
                     "Test error rate by review-length quartile")
 
-    model = common.load_model(f"{settings['work_dir']}/model.keras")
     if settings["texts"]:
         texts = suite.split_list(settings["texts"], sep="||")
         titles = [f"text {i}" for i in range(len(texts))]
@@ -235,6 +250,12 @@ def write_summary(out_dir, metrics, failures, titles):
         + "\nError rate by length quartile (Q1 shortest): "
         + ", ".join("n/a" if r is None else f"{r:.3f}"
                     for r in failures["error_rate_by_length_quartile"]["rates"])
+        + "\n\nError rate by truncation: " + ", ".join(
+            f"{name} {entry['error_rate']:.3f} ({entry['count']} reviews)"
+            if entry["error_rate"] is not None else f"{name} n/a (0 reviews)"
+            for name, entry in failures["error_rate_by_truncation"].items())
+        + " (truncated: longer than the model's length).\n\nMost confident errors: "
+        "`failure_cases.csv` (sorted by the model's probability of its wrong label)."
         + "\n\nAttention plots: " + "; ".join(
             f"`attention_tokens_{i}.png`/`attention_layers_{i}.png` ({t})"
             for i, t in enumerate(titles)) + ".\n"

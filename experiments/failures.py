@@ -25,6 +25,24 @@ def negation_count(text):
                word.endswith("n't"))
 
 
+def error_rate_by_truncation(labels, predictions, token_counts, max_length):
+    """Error rates of the reviews the model read whole vs those it truncated.
+
+    Args:
+        labels, predictions: class ids per review.
+        token_counts: WordPiece tokens per review (without [CLS]/[SEP]).
+        max_length: the model's packed length (``max_length - 2`` tokens of text fit).
+
+    Returns:
+        dict ``{"whole": {"count", "error_rate"}, "truncated": {...}}``.
+    """
+    wrong = np.asarray(labels) != np.asarray(predictions)
+    cut = np.asarray(token_counts) > max_length - 2
+    return {name: {"count": int(mask.sum()),
+                   "error_rate": float(wrong[mask].mean()) if mask.any() else None}
+            for name, mask in (("whole", ~cut), ("truncated", cut))}
+
+
 def failure_statistics(texts, labels, predictions):
     """Length and negation statistics of misclassified vs correctly classified texts.
 

@@ -193,6 +193,14 @@ def test_analysis_quick(tmp_path, data_dir):
         assert (out / name).is_file(), name
     stats = io.read_json(out / "failure_stats.json")
     assert stats["errors"]["count"] + stats["correct"]["count"] == 16
+    # At length 32 nearly every review is truncated; the two groups cover all 16.
+    by_cut = stats["error_rate_by_truncation"]
+    assert by_cut["whole"]["count"] + by_cut["truncated"]["count"] == 16
+    assert by_cut["truncated"]["count"] >= 14
+    cases = io.read_csv(out / "failure_cases.csv")
+    confidence = [float(c["confidence"]) for c in cases]
+    assert confidence == sorted(confidence, reverse=True)
+    assert all(0.5 <= c <= 1.0 for c in confidence)
     assert not any(p.suffix == ".keras" for p in out.rglob("*"))  # the model stays in work_dir
     assert (work / "model.keras").is_file()
 
