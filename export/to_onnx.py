@@ -375,6 +375,7 @@ def export_onnx(
     source_path=None,
     text_cleaning=None,
     attention_output=False,
+    int8_recipe="default",
 ):
     """Exports, verifies and writes a classifier for TensorFlow-free deployment.
 
@@ -389,6 +390,9 @@ def export_onnx(
             quantisation accuracy delta to the report.
         label_names: optional list of class names (default ``class_0`` ...).
         quantize: None (fp32), ``"int8"`` (dynamic) or ``"fp16"``.
+        int8_recipe: a name of `export.quantize.INT8_RECIPES`, default ``"default"`` (uint8
+            weights, feed-forward output projections kept float); ``"compact"`` gives the
+            smallest file. Used with ``quantize="int8"``.
         opset: int in [13, 18], default 17.
         optimize: bool, default True. Offline graph optimisation (`quantize.optimize_graph`).
         fusion: ``"all"`` (default: layer norm, GELU and self-attention fused into single
@@ -432,6 +436,10 @@ def export_onnx(
     if quantize not in (None, *quantize_lib.QUANTIZE_MODES):
         raise ValueError(
             f"quantize must be None, 'int8' or 'fp16', got {quantize!r}."
+        )
+    if int8_recipe not in quantize_lib.INT8_RECIPES:
+        raise ValueError(
+            f"int8_recipe must be one of {sorted(quantize_lib.INT8_RECIPES)}, got {int8_recipe!r}."
         )
     _check_opset(opset)
     if fusion not in fusion_lib.FUSION_LEVELS:
@@ -487,7 +495,8 @@ def export_onnx(
             fused = quantize_lib.optimize_graph(fp32_path, fp32_path, fusion=fusion)
         final_path = str(staging / MODEL_FILE)
         if quantize:
-            quantize_lib.quantize(fp32_path, final_path, quantize)
+            options = quantize_lib.INT8_RECIPES[int8_recipe] if quantize == "int8" else {}
+            quantize_lib.quantize(fp32_path, final_path, quantize, **options)
         else:
             shutil.copyfile(fp32_path, final_path)
 
@@ -522,12 +531,15 @@ def export_onnx(
             "text_cleaning": text_cleaning,
             "outputs": ["logits", "attention"] if attention_output else ["logits"],
         }
+        if quantize == "int8":
+            values["int8_recipe"] = int8_recipe
         write_metadata(final_path, values)
         tokenizer.save(staging)
         report = {
             "ok": verification["ok"],
             "model_file": MODEL_FILE,
             "precision": precision,
+            "int8_recipe": int8_recipe if quantize == "int8" else None,
             "opset": opset,
             "optimized": bool(optimize),
             "fusion": {"level": fusion if optimize else "none", "fused": fused},
@@ -594,6 +606,9 @@ def _flags():
     flags.DEFINE_string("model", None, "Trained classifier, a .keras file.")
     flags.DEFINE_string("output_dir", None, "Folder for model.onnx, tokenizer files, report.")
     flags.DEFINE_enum("quantize", None, list(quantize_lib.QUANTIZE_MODES), "int8 or fp16.")
+    flags.DEFINE_enum("int8_recipe", "default", list(quantize_lib.INT8_RECIPES),
+                      "Which weights int8 keeps in float (export.quantize.INT8_RECIPES): "
+                      "'default' (closest to fp32), 'compact' (smallest file), ...")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}).",
                          lower_bound=MIN_OPSET, upper_bound=MAX_OPSET)
     flags.DEFINE_bool("optimize", True, "Offline graph optimisation (basic level).")
@@ -735,6 +750,7 @@ def main(argv):
             text_cleaning=flag_values.text_cleaning,
             attention_output=(bool(flag_values.web) if flag_values.attention_output is None
                               else flag_values.attention_output),
+            int8_recipe=flag_values.int8_recipe,
         )
     except ParityError as error:
         print(f"export failed: {error}", file=sys.stderr)

@@ -52,7 +52,11 @@ def test_int8_export_agrees_with_keras_on_real_reviews():
     constants = {init.name for init in graph.initializer}
     float_dense = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")
                    and any(i in constants for i in n.input)]
-    assert not float_dense, f"dense layers left in float: {float_dense}"
+    # The default recipe keeps exactly the feed-forward output projections float (one per layer).
+    assert len(float_dense) == 4, float_dense
+    assert all("feedforward_output_dense" in name for name in float_dense), float_dense
+    assert report["int8_recipe"] == "default"
+    assert not any(t == "INT8" for t in types.values())  # uint8 weights
     ops = {n.op_type for n in graph.node}
     assert "MatMulInteger" in ops
     assert "QAttention" in ops and "Attention" not in ops  # the fused exact layer, int8
@@ -144,8 +148,13 @@ def test_every_int8_recipe_writes_a_working_model(tmp_path, recipe):
     embedding_int8 = any("token_embedding" in n and t in ("INT8", "UINT8")
                          for n, t in types.items())
     assert embedding_int8 == options.get("quantize_embeddings", True)
-    if options.get("weight_type") == "uint8":
+    if options.get("weight_type", "uint8") == "uint8":
         assert not any(t == "INT8" for t in types.values())
+    else:
+        assert any(t == "INT8" for t in types.values())
+    float_ffn = [n for n in graph.node if n.op_type == "MatMul" and "feedforward_output" in n.name
+                 and any(i.endswith("ReadVariableOp:0") for i in n.input)]
+    assert bool(float_ffn) == options.get("float_ffn_output", True)
 
 
 def test_float_top_layers_keeps_the_top_layer_and_head_float(tmp_path):

@@ -1,0 +1,81 @@
+"""export.benchmark end to end on a tiny model: int8 recipes side by side, agreement with its
+uncertainty, the optimum peer's switches; export.optimum_peer's timing loop on our own files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from export import optimum_peer
+from tests.conftest import REPO_ROOT
+from tests.export_helpers import exported, tiny_classifier
+
+pytestmark = pytest.mark.usefixtures("data_dir")
+
+
+def _benchmark(tmp_path, data_dir, *args):
+    model = tmp_path / "model.keras"
+    if not model.exists():
+        tiny_classifier("exact").save(model)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "export.benchmark", f"--model={model}", f"--data_dir={data_dir}",
+         "--repeats=2", "--warmup=1", "--lengths=32", "--batch_sizes=1,2",
+         "--agreement_per_class=8", "--verify_per_class=8", f"--output_dir={tmp_path / 'out'}",
+         *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1200)
+
+
+@pytest.mark.slow
+def test_recipes_side_by_side_with_agreement_intervals(tmp_path, data_dir):
+    # optimum pins an older transformers, so it is not in the test environment: `auto` notes
+    # the skip, `on` refuses with the install command.
+    proc = _benchmark(tmp_path, data_dir, "--int8_recipes=default,reduce_range,float_attention",
+                      "--optimum=auto", f"--optimum_path={tmp_path / 'nothing'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    backends = {(r["backend"], r["batch"]) for r in results["latency"]}
+    assert backends == {(b, n) for b in ("keras", "onnx_fp32", "onnx_int8",
+                                         "onnx_int8_reduce_range", "onnx_int8_float_attention")
+                        for n in (1, 2)}
+    agreement = results["agreement"]
+    assert agreement["n"] == 16
+    for name in ("fp32", "int8", "int8_reduce_range", "int8_float_attention"):
+        entry = agreement[name]
+        low, high = entry["agreement_ci95"]
+        assert low <= entry["label_agreement"] <= high
+        assert entry["flips"] == round((1 - entry["label_agreement"]) * 16)
+        assert {"delta", "delta_ci95", "gained", "lost"} <= set(entry)
+    assert agreement["fp32"]["label_agreement"] == 1.0
+    assert results["machine"]["cpu_isa"] and results["machine"]["cpu_model"]
+    assert "optimum peer skipped" in results["optimum_peer"]["skipped"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| int8_reduce_range |" in text and "95% CI" in text
+
+    refused = _benchmark(tmp_path, data_dir, "--optimum=on",
+                         f"--optimum_path={tmp_path / 'nothing'}")
+    assert refused.returncode == 2
+    assert "pip install --target" in refused.stderr
+
+
+def test_bad_recipe_is_refused(tmp_path, data_dir):
+    proc = _benchmark(tmp_path, data_dir, "--int8_recipes=default,fastest")
+    assert proc.returncode == 2
+    assert "--int8_recipes" in proc.stderr and "reduce_range" in proc.stderr
+
+
+def test_peer_timing_loop_on_our_own_files():
+    folder, _, _ = exported("exact")
+    int8, _, _ = exported("exact", quantize="int8")
+    rng = np.random.default_rng(0)
+    batches = {(1, 16): rng.integers(1000, 2000, size=(1, 16)),
+               (2, 24): rng.integers(1000, 2000, size=(2, 24))}
+    timings = optimum_peer.time_models(
+        {"fp32": folder / "model.onnx", "int8": int8 / "model.onnx"}, batches, repeats=2,
+        warmup=1, threads=1)
+    assert {(t["batch"], t["length"], t["model"]) for t in timings} == {
+        (b, n, m) for (b, n) in batches for m in ("fp32", "int8")}
+    assert all(t["seconds"] > 0 for t in timings)
