@@ -222,8 +222,6 @@ def run_glue(settings, data_dir, rows, source):
         spec, train, dev = by_name[row["task"]]
         if row.get("zero_shot_of"):
             return zero_shot(settings, spec, dev, baseline_dirs[row["task"]], run_dir)
-        if row["variant"] == variants[0]:
-            baseline_dirs[row["task"]] = run_dir
         config = TrainConfig(
             epochs=settings["epochs"], batch_size=settings["batch_size"],
             learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
@@ -243,8 +241,7 @@ def run_glue(settings, data_dir, rows, source):
         out["inference_peak_rss_mb"] = _inference(run_dir).get("host_peak_rss_mb")
         return out
 
-    # The baselines run before their zero-shot rows (plan's order); on a resumed sweep their
-    # folders are found from the finished rows.
+    # Each task's baseline runs before its zero-shot row (plan's order), in this folder.
     for row in rows:
         if row["variant"] == variants[0]:
             baseline_dirs[row["task"]] = pathlib.Path(

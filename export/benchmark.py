@@ -227,6 +227,7 @@ def run_optimum_peer(exports, batches, work_dir):
     import numpy as np
 
     from keras_effattn.models.minilm import minilm_l6_path
+    from keras_effattn.utils.metadata import cpu_flags
 
     work_dir = pathlib.Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +239,7 @@ def run_optimum_peer(exports, batches, work_dir):
         "ours": {name: str(folder / "model.onnx") for name, folder in exports.items()},
         "token_ids": str(ids_file),
         "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "threads": FLAGS.threads,
+        "vnni": "avx512_vnni" in cpu_flags(),
         "output": str(work_dir / "optimum_peer.json"),
     }
     (work_dir / "optimum_job.json").write_text(json.dumps(job), encoding="utf-8")

@@ -30,16 +30,9 @@ import time
 import numpy as np
 
 
-def _cpu_has(flag):
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
-
-
-def export_optimum(hf_folder, out_dir):
-    """optimum's fp32 export and dynamic int8 of `hf_folder`; returns paths and the config."""
+def export_optimum(hf_folder, out_dir, vnni):
+    """optimum's fp32 export and dynamic int8 of `hf_folder` (its VNNI config when `vnni`, the
+    CPU's flag as the parent read it); returns paths and the config."""
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
@@ -48,7 +41,6 @@ def export_optimum(hf_folder, out_dir):
     # The folder's BERT config has no num_labels: transformers' default head is 2 classes.
     model = ORTModelForSequenceClassification.from_pretrained(hf_folder, export=True)
     model.save_pretrained(fp32_dir)
-    vnni = _cpu_has("avx512_vnni")
     factory = AutoQuantizationConfig.avx512_vnni if vnni else AutoQuantizationConfig.avx2
     config = factory(is_static=False, per_channel=True)
     quantizer = ORTQuantizer.from_pretrained(fp32_dir)
@@ -110,7 +102,7 @@ def main(argv):
     import optimum
     import transformers
 
-    paths, quantization = export_optimum(job["hf_folder"], job["work_dir"])
+    paths, quantization = export_optimum(job["hf_folder"], job["work_dir"], job["vnni"])
     models = {"optimum_fp32": paths["fp32"], "optimum_int8": paths["int8"],
               **{f"ours_{k}": v for k, v in job["ours"].items()}}
     arrays = np.load(job["token_ids"])

@@ -214,13 +214,6 @@ def attention_output_model(classifier):
     sequence, attention = _TopLayerWithAttention(top, classifier.pooling, cls_index)(
         hidden, padding_mask
     )
-    if classifier.pooler is not None:
-        x = classifier.pooler(sequence, padding_mask=padding_mask)
-    else:
-        x = sequence[:, getattr(backbone, "cls_token_index", 0), :]
-    if classifier.pooled_dense is not None:
-        x = classifier.pooled_dense(x)
-    x = classifier.output_dropout(x)
-    logits = classifier.output_dense(x)
+    logits = classifier.head(sequence, padding_mask)
     return keras.Model(inputs, {"logits": logits, "attention": attention},
                        name=f"{classifier.name}_with_attention")

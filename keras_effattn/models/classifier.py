@@ -161,14 +161,7 @@ class EffAttnTextClassifier(keras_hub.models.TextClassifier):
         sequence = backbone(inputs)
         if isinstance(sequence, dict):
             sequence = sequence["sequence_output"]
-        if self.pooler is not None:
-            x = self.pooler(sequence, padding_mask=inputs["padding_mask"])
-        else:
-            x = sequence[:, getattr(backbone, "cls_token_index", 0), :]
-        if self.pooled_dense is not None:
-            x = self.pooled_dense(x)
-        x = self.output_dropout(x)
-        outputs = self.output_dense(x)
+        outputs = self.head(sequence, inputs["padding_mask"])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -179,6 +172,17 @@ class EffAttnTextClassifier(keras_hub.models.TextClassifier):
         self.activation = keras.activations.get(activation)
         self.freeze_layers = freeze_layers
         self.freeze_token_embedding = freeze_token_embedding
+
+    def head(self, sequence, padding_mask):
+        """Pooling, optional hidden layer, dropout and output layer: sequence [B, T, D] ->
+        logits (the functional graph's tail, reused by `attention_output_model`)."""
+        if self.pooler is not None:
+            x = self.pooler(sequence, padding_mask=padding_mask)
+        else:
+            x = sequence[:, getattr(self.backbone, "cls_token_index", 0), :]
+        if self.pooled_dense is not None:
+            x = self.pooled_dense(x)
+        return self.output_dense(self.output_dropout(x))
 
     @property
     def is_regressor(self):

@@ -142,6 +142,13 @@ class Predictor:
         self.clean_text = text_cleaner(self.text_cleaning)
         self.last_stats = {}
 
+    def _feeds(self, batch):
+        """The session's inputs from a tokenized batch (segment ids: zeros)."""
+        return {
+            name: np.zeros_like(batch["token_ids"]) if name == "segment_ids" else batch[name]
+            for name in self.input_names
+        }
+
     def predict_logits(self, texts):
         """Logits ``[N, num_classes]`` (float32) for a list of texts, in input order."""
         texts = _check_texts(texts)
@@ -159,12 +166,7 @@ class Predictor:
             tick = time.perf_counter()
             batch = self.tokenizer([texts[i] for i in index], padding=self.padding)
             tokenize_seconds += time.perf_counter() - tick
-            feeds = {}
-            for name in self.input_names:
-                feeds[name] = (
-                    np.zeros_like(batch["token_ids"]) if name == "segment_ids" else batch[name]
-                )
-            logits[index] = self.session.run(["logits"], feeds)[0]
+            logits[index] = self.session.run(["logits"], self._feeds(batch))[0]
             batches += 1
         total = time.perf_counter() - start_time
         self.last_stats = {
@@ -226,11 +228,8 @@ class Predictor:
         for text in texts:
             cleaned = self.clean_text(text)
             batch = tokenizer([cleaned], padding="longest")
-            feeds = {
-                name: np.zeros_like(batch["token_ids"]) if name == "segment_ids" else batch[name]
-                for name in self.input_names
-            }
-            logits, attention = self.session.run(["logits", meta.ATTENTION_OUTPUT], feeds)
+            logits, attention = self.session.run(["logits", meta.ATTENTION_OUTPUT],
+                                                 self._feeds(batch))
             weights = attention[0].astype(np.float64)
             probabilities = softmax(logits)[0]
             best = int(probabilities.argmax())
