@@ -367,7 +367,8 @@ def main(argv):
     keras_logits = verify.run_keras(model, packed, batch_size=32)
     agreement = {"n": len(agreement_texts)}
     for precision, folder in exports.items():
-        predictor = predict_lib.Predictor(folder, batch_size=32, threads=FLAGS.threads)
+        # As users get it: dynamic int8 one text per call (see Predictor.batch_size).
+        predictor = predict_lib.Predictor(folder, threads=FLAGS.threads)
         logits = predictor.predict_logits(agreement_texts)
         agreement[precision] = verify.compare(keras_logits, logits)
         agreement[precision]["accuracy"] = verify.accuracy(logits, agreement_data.labels)

@@ -519,6 +519,7 @@ def export_onnx(
             "inputs": input_names,
             "precision": precision,
             "padding_invariant": verification["padding_invariant"],
+            "batch_invariant": verification["batch_invariant"],
             "tokenizer": tokenizer.get_config(),
             "tokenizer_kind": tokenizer.get_config()["kind"],
             "vocab_sha256": tokenizer.vocabulary_sha256,

@@ -14,7 +14,12 @@
    0.99 let one unlucky review decide the gate, 1,000 (the command's default) do not;
 4. **padding invariance**: padding each batch to its longest text instead of the maximum length
    must not change fp32 logits beyond ``max_abs_diff`` (on the first ``PADDING_CHECK_TEXTS``
-   texts, one per batch); the predictor pads to the longest text only when this holds.
+   texts, one per batch); the predictor pads to the longest text only when this holds;
+5. **batch invariance** (int8/fp16): the quantised model's slice comparison runs one text per
+   call, as the web page runs it; the first ``PADDING_CHECK_TEXTS`` texts are rerun in batches
+   of 8, and the predictor batches texts only when that changes no logit beyond
+   ``max_abs_diff``. onnxruntime's dynamic int8 picks each activation scale from the whole
+   batch, so there a text's label could otherwise depend on which texts share its batch.
 
 The Keras side is the training pipeline itself: KerasHub's preprocessor (tensorflow-text) and the
 Keras model. Nothing here is printed; the result is a JSON-ready dict with ``ok`` and
@@ -240,7 +245,9 @@ def verify_export(
     Returns:
         A dict: ``ok``, ``failures`` (list of str), ``tokenizer``, ``sweep`` (one entry per
         batch size and length), ``fp32`` and ``final`` (slice comparisons), ``accuracy`` (when
-        labels are given) and ``padding_invariant``.
+        labels are given), ``padding_invariant`` and ``batch_invariant`` (whether the final
+        model's logits for a text are the same alone as in a batch; ``batch`` holds that
+        comparison). The final model's slice comparison runs one text per call.
     """
     from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 
@@ -312,9 +319,17 @@ def verify_export(
 
     if final_path:
         padding = "longest" if result["padding_invariant"] else "max_length"
-        final_logits = run_texts(final, tokenizer, texts, padding=padding)
+        # One text per call, as the page runs every text: dynamic quantisation picks each
+        # activation scale from the whole batch, so a text's int8 logits can depend on the
+        # texts beside it. The batched rerun below measures whether they do; the predictor
+        # then batches only graphs whose logits do not depend on the batch.
+        final_logits = run_texts(final, tokenizer, texts, padding=padding, batch_size=1)
+        batched = run_texts(final, tokenizer, subset, padding=padding)
+        result["batch"] = compare(final_logits[: len(subset)], batched)
+        result["batch_invariant"] = bool(result["batch"]["max_abs_diff"] <= max_abs_diff)
         result["final"] = compare(keras_logits, final_logits)
         result["final"]["padding"] = padding
+        result["final"]["batch_size"] = 1
         final = result["final"]
         if final["label_agreement"] < min_agreement:
             low, high = final["agreement_ci95"]
@@ -329,6 +344,7 @@ def verify_export(
     else:
         final_logits = fp32_logits
         result["final"] = dict(result["fp32"], padding="max_length")
+        result["batch_invariant"] = True  # the sweep held batches 1, 3 and 8 to Keras
     if labels is not None:
         keras_accuracy = accuracy(keras_logits, labels)
         final_accuracy = accuracy(final_logits, labels)

@@ -64,6 +64,32 @@ def test_int8_export_agrees_with_keras_on_real_reviews():
     assert report["file_bytes"]["int8"] * 2 <= report["file_bytes"]["fp32"]
 
 
+def test_int8_label_never_depends_on_the_texts_beside_it():
+    """Dynamic int8 picks activation scales per batch: the gate measures it one text per call
+    (as the page runs it), records whether batching changes logits, and the predictor then
+    runs such exports one text at a time."""
+    folder, _, report = exported(ALL_KINDS, quantize="int8")
+    verification = report["verification"]
+    assert verification["final"]["batch_size"] == 1
+    batch = verification["batch"]
+    assert verification["batch_invariant"] is (batch["max_abs_diff"] <= 1e-4)
+    # In this model batching moves int8 logits (per-batch scales), so the export says so ...
+    assert batch["max_abs_diff"] > 1e-4 and verification["batch_invariant"] is False
+    predictor = Predictor(folder)
+    assert predictor.metadata["batch_invariant"] is False
+    assert predictor.batch_size == 1
+    # ... and through the predictor a text's logits are the same alone and among others.
+    texts, _ = imdb(per_class=6, seed=12)
+    alone = np.concatenate([predictor.predict_logits([t]) for t in texts])
+    np.testing.assert_array_equal(predictor.predict_logits(texts), alone)
+    batched = Predictor(folder, batch_size=8).predict_logits(texts)
+    assert np.abs(batched - alone).max() > 0  # what the default avoids
+    # fp32 exports are batch invariant and keep batching.
+    fp32_folder, _, fp32_report = exported(ALL_KINDS)
+    assert fp32_report["verification"]["batch_invariant"] is True
+    assert Predictor(fp32_folder).batch_size == 16
+
+
 def test_fp16_conversion_keeps_io_types_and_logits(tmp_path):
     folder, _, _ = exported(ALL_KINDS)
     half = quantize_lib.convert_fp16(str(folder / "model.onnx"), str(tmp_path / "half.onnx"))

@@ -11,6 +11,9 @@ ONNX ``metadata_props`` are string pairs. Ours (all under the ``keras_effattn.``
 | ``precision`` | ``fp32``, ``fp16`` or ``int8`` |
 | ``padding_invariant`` | ``"true"`` when verification showed that padding to the longest text in a
   batch gives the same logits as padding to ``max_length`` |
+| ``batch_invariant`` | ``"true"`` when verification showed that a text's logits are the same
+  alone as in a batch of 8; ``"false"`` for dynamic int8, whose activation scales come from the
+  whole batch (the predictor then runs one text per call). Older exports lack the key: true |
 | ``tokenizer`` | JSON tokenizer settings (kind, lowercase, ..., ``vocab_sha256``) |
 | ``tokenizer_kind``, ``vocab_sha256`` | the same two facts, flat |
 | ``attention_spec`` | the per-layer attention spec (e.g. ``"exact,favor,exact,favor"``) |
@@ -106,6 +109,7 @@ def from_props(props, where="model.onnx"):
             f"{where}: metadata max_length {values['max_length']!r} is not an int."
         ) from error
     values["padding_invariant"] = values.get("padding_invariant") == "true"
+    values["batch_invariant"] = values.get("batch_invariant", "true") == "true"
     # Older exports have no text_cleaning entry: the predictor never cleaned their texts.
     values["text_cleaning"] = values.get("text_cleaning", "none")
     if values["text_cleaning"] not in TEXT_CLEANINGS:

@@ -33,6 +33,8 @@ from keras_effattn_runtime import metadata as meta
 from keras_effattn_runtime.tokenizer import WordPieceTokenizer
 
 MODEL_FILE = "model.onnx"
+# Texts per onnxruntime call for exports whose logits do not depend on the batch.
+DEFAULT_BATCH_SIZE = 16
 
 
 def text_cleaner(text_cleaning):
@@ -60,7 +62,9 @@ class Predictor:
 
     Args:
         model_dir: folder with ``model.onnx``, ``vocab.txt`` and ``tokenizer.json``.
-        batch_size: int, default 16. Texts per onnxruntime call.
+        batch_size: None (default: 16, or 1 when the export's metadata says its logits depend
+            on the batch, as dynamic int8's do, so that a text gets the same label whatever
+            else is classified with it, and the same as on the web page) or an int.
         threads: optional int, onnxruntime intra-op threads (default: onnxruntime's choice).
         padding: None (default: ``"longest"`` when the export verified padding invariance,
             else ``"max_length"``), ``"longest"`` or ``"max_length"``.
@@ -91,15 +95,17 @@ class Predictor:
     ```
     """
 
-    def __init__(self, model_dir, batch_size=16, threads=None, padding=None, clean=True):
+    def __init__(self, model_dir, batch_size=None, threads=None, padding=None, clean=True):
         model_dir = os.fspath(model_dir)
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(
                 f"--model_dir {model_dir!r} is not a folder; pass the folder written by "
                 "`python -m export.to_onnx`."
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}.")
         if padding not in (None, "longest", "max_length"):
             raise ValueError(f"padding must be None, 'longest' or 'max_length', got {padding!r}.")
         path = os.path.join(model_dir, MODEL_FILE)
@@ -134,6 +140,8 @@ class Predictor:
             )
         self.labels = list(self.metadata["labels"])
         self.max_length = self.metadata["max_length"]
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE if self.metadata["batch_invariant"] else 1
         self.batch_size = batch_size
         if padding is None:
             padding = "longest" if self.metadata["padding_invariant"] else "max_length"
@@ -350,7 +358,11 @@ def _parse_args(argv):
     parser.add_argument("--model_dir", required=True, help="Folder written by export.to_onnx.")
     parser.add_argument("--input", help="A UTF-8 file with one text per line.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object per line.")
-    parser.add_argument("--batch_size", type=int, default=16, help="Texts per batch.")
+    parser.add_argument(
+        "--batch_size", type=int, default=None,
+        help=f"Texts per batch (default: {DEFAULT_BATCH_SIZE}, or 1 for exports whose logits "
+        "depend on the batch, such as dynamic int8).",
+    )
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads.")
     parser.add_argument(
         "--skip_empty", action="store_true", help="Skip empty lines instead of failing."
