@@ -139,12 +139,15 @@ def convert_to_onnx(model, path, opset=DEFAULT_OPSET):
         return dict(outputs) if isinstance(outputs, dict) else {"logits": outputs}
 
     _patch_tf2onnx()
-    onnx_model, _ = tf2onnx.convert.from_function(
-        classify,
-        input_signature=signature,
-        opset=opset,
-        custom_op_handlers={"Erfc": (_erfc_handler, [])},
-    )
+    from keras_effattn.ops.exact import without_xla
+
+    with without_xla():  # tf2onnx cannot read XLA-compiled function calls
+        onnx_model, _ = tf2onnx.convert.from_function(
+            classify,
+            input_signature=signature,
+            opset=opset,
+            custom_op_handlers={"Erfc": (_erfc_handler, [])},
+        )
     used = {n.op_type for n in onnx_model.graph.node if n.domain == ""}
     unsupported = sorted(used - _onnx_ops(opset))
     if unsupported:

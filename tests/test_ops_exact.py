@@ -23,6 +23,7 @@ def _mask_cases(t, s, rng):
     key[:, 0] = True
     key[1] = False  # a fully padded batch row
     dense = rng.random((B, t, s)) > 0.4
+    left = np.arange(s)[None].repeat(B, 0) >= np.array([[6], [s - 1]])
     return {
         "none": (None, np.ones((B, t, s), bool)),
         "key_padding": (masks.MaskParts(key=tf.constant(key)),
@@ -32,13 +33,18 @@ def _mask_cases(t, s, rng):
             masks.MaskParts(key=tf.constant(key), causal=True),
             key[:, None] & oracle.causal_keep(t, s),
         ),
+        # Left padding: whole leading key blocks are masked before the first real key, so the
+        # online softmax must discard what it gathered from them.
+        "left_padding": (masks.MaskParts(key=tf.constant(left)),
+                         np.broadcast_to(left[:, None], (B, t, s))),
         "window": (masks.MaskParts(window=2),
                    np.abs(np.arange(t)[:, None] - np.arange(s))[None] < 2),
     }
 
 
 CASES = [(5, 11, c) for c in ("none", "key_padding", "dense_random")] + [
-    (13, 13, c) for c in ("none", "key_padding", "dense_random", "causal_and_key", "window")]
+    (13, 13, c) for c in ("none", "key_padding", "dense_random", "causal_and_key", "left_padding",
+                          "window")]
 
 
 @pytest.mark.parametrize("t,s,case", CASES, ids=[f"{c}-{t}x{s}" for t, s, c in CASES])
@@ -75,12 +81,15 @@ def _grads(fn, q, k, v):
     return [np.asarray(g) for g in _tensor_grads(fn, q, k, v)]
 
 
-@pytest.mark.parametrize("case", ["none", "key_padding", "causal_and_key"])
-def test_chunked_gradients_match_plain(case):
+@pytest.mark.parametrize("jit", ["auto", False])
+@pytest.mark.parametrize("case", ["none", "key_padding", "causal_and_key", "left_padding"])
+def test_chunked_gradients_match_plain(case, jit):
     q, k, v = _qkv(11, 11, seed=2)
     parts, _ = _mask_cases(11, 11, np.random.default_rng(4))[case]
     plain = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
-    chunked = _grads(lambda a, b, c: exact.chunked_attention(a, b, c, parts, chunk_size=4), q, k, v)
+    chunked = _grads(
+        lambda a, b, c: exact.chunked_attention(a, b, c, parts, chunk_size=4, jit_compile=jit),
+        q, k, v)
     for g_plain, g_chunk in zip(plain, chunked):
         np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
 
@@ -116,6 +125,33 @@ def test_chunked_under_xla_values_and_gradients():
         jit_compile=True)
     for g_plain, g_xla in zip(plain, jitted(q, k, v)):
         np.testing.assert_allclose(np.asarray(g_xla), g_plain, atol=2e-5)
+
+
+def _compiled_calls(fn):
+    """How many XLA-compiled function calls the graph of `fn` (no arguments) holds."""
+    graph = tf.function(fn).get_concrete_function().graph
+    return sum(1 for op in graph.get_operations()
+               if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+               and graph._get_function(op.get_attr("f").name).definition.attr[
+                   "_XlaMustCompile"].b)
+
+
+def test_auto_xla_compiles_the_block_loops_except_with_dropout_or_for_export():
+    q, k, v = _qkv(9, 10, seed=3)
+
+    def attend(**kwargs):
+        return lambda: exact.chunked_attention(q, k, v, chunk_size=4, **kwargs)
+
+    assert _compiled_calls(attend()) == 1  # the forward loop (the backward one: on demand)
+    assert _compiled_calls(attend(jit_compile=False)) == 0
+    assert _compiled_calls(attend(dropout_rate=0.1, training=True)) == 0
+    assert _compiled_calls(attend(dropout_rate=0.1, training=True, jit_compile=True)) == 1
+    with exact.without_xla():
+        assert _compiled_calls(attend()) == 0
+        assert _compiled_calls(attend(jit_compile=True)) == 1  # explicit wins
+    assert _compiled_calls(attend()) == 1  # the scope ends with its block
+    with pytest.raises(ValueError, match="jit_compile"):
+        exact.chunked_attention(q, k, v, jit_compile="yes")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
