@@ -68,7 +68,8 @@ class FusedAttention(keras.layers.MultiHeadAttention):
     With ``chunk_size=C`` the keys are processed in blocks of C with an online softmax, and the
     backward pass recomputes each block instead of storing the T×S matrix: time stays O(T·S)
     but peak memory, in training as well as inference, is O(T·C) — linear in the length.
-    Lengths that are not multiples of C are padded internally and masked.
+    Lengths that are not multiples of C are padded internally and masked. Without dropout the
+    block loops are compiled with XLA (see `keras_effattn.ops.exact.chunked_attention`).
 
     Masks keep MultiHeadAttention's meaning (True = attend). ``attention_mask`` may be a key
     padding mask ``[B, S]``, KerasHub's ``[B, 1, S]`` or a full ``[B, T, S]`` mask. Padding
