@@ -223,9 +223,10 @@ def chunked_attention(
             backward) with XLA. XLA fuses each block's mask, exponent and sums into the
             matmuls' neighbours instead of streaming [B, N, T, C] tensors through memory
             between TensorFlow kernels (1.5× faster forward+backward at n=8192 on a CPU,
-            BUILD_NOTES). ``"auto"`` compiles unless dropout is active: XLA's random numbers
-            differ from TensorFlow's kernels (`chunked_dropout_scale` reproduces the latter)
-            and its CPU generator is slow, and inside `without_xla` (ONNX export).
+            BUILD_NOTES). ``"auto"`` compiles unless dropout is active (XLA's random numbers
+            differ from TensorFlow's kernels, which `chunked_dropout_scale` reproduces, and
+            XLA made MultiHeadAttention with dropout ~28× slower on a CPU, BUILD_NOTES) or
+            inside `without_xla` (ONNX export).
 
     Returns:
         ``[B, T, N, Hv]`` in value's dtype. Equal (to float32 rounding) to `fused_attention`
