@@ -81,12 +81,15 @@ def test_bad_flags_are_clear_errors(tmp_path):
 def test_train_benchmark_script_tiny(tmp_path):
     out = tmp_path / "bench"
     done = _run("experiments.train_benchmark", [
-        "--sizes=tiny", "--steps=1", "--repeats=1", "--variants=stock,engine_graph",
+        "--sizes=tiny", "--steps=1", "--repeats=1", "--variants=stock,engine_graph,torch",
         f"--output_dir={out}"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "matmul peak" in done.stdout
+    assert "matmul peak" in done.stdout and "× torch" in done.stdout
     rows = io.read_json(out / "results.json")["rows"]
-    assert [r["variant"] for r in rows] == ["stock", "engine_graph"]
-    assert rows[0]["ratio_to_stock"] == 1.0
+    assert [r["variant"] for r in rows] == ["stock", "engine_graph", "torch"]
+    assert rows[0]["ratio_to_stock"] == 1.0 and rows[2]["ratio_to_torch"] == 1.0
+    assert rows[2]["torch_version"] and not rows[2]["jit_compile"]
+    assert rows[0]["ratio_to_torch"] == pytest.approx(
+        rows[0]["samples_per_s"] / rows[2]["samples_per_s"])
     assert all(r["samples_per_s"] > 0 and 0 < r["fraction_of_peak"] for r in rows)
     assert io.read_csv(out / "results.csv")[1]["variant"] == "engine_graph"

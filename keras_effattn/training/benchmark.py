@@ -207,14 +207,16 @@ def with_ratios(rows):
 
 
 def markdown_table(rows, peak):
-    """The results as a Markdown table."""
+    """The results as a Markdown table (with a "× torch" column when rows carry
+    ``ratio_to_torch``, the PyTorch peer's ratio)."""
+    peer = any(r.get("ratio_to_torch") is not None for r in rows)
     lines = [
         f"float32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s (best of the "
         "measurements taken beside each row; each row's fraction uses its own)",
         "",
-        "| size | variant | XLA | same maths | samples/s | × stock | GFLOP/s | % of peak | "
-        "peak RSS (MB) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ("| size | variant | XLA | same maths | samples/s | × stock | "
+         + ("× torch | " if peer else "") + "GFLOP/s | % of peak | peak RSS (MB) |"),
+        "| --- " * (10 if peer else 9) + "|",
     ]
     for r in rows:
         ratio = "n/a" if r["ratio_to_stock"] is None else f"{r['ratio_to_stock']:.2f}"
@@ -222,7 +224,10 @@ def markdown_table(rows, peak):
             f"| {r['size']} (T={r['sequence_length']}, B={r['batch_size']}) | {r['variant']} | "
             f"{'yes' if r.get('jit_compile') else 'no'} | "
             f"{'yes' if r['same_maths'] else 'no (bf16)'} | {r['samples_per_s']:.2f} | "
-            f"{ratio} | {r['achieved_gflops']:.1f} | {100 * r['fraction_of_peak']:.0f}% | "
+            f"{ratio} | "
+            + (f"{r['ratio_to_torch']:.2f} | " if peer and r.get("ratio_to_torch") is not None
+               else "n/a | " if peer else "")
+            + f"{r['achieved_gflops']:.1f} | {100 * r['fraction_of_peak']:.0f}% | "
             f"{r['host_peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines) + "\n"
