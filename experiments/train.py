@@ -71,8 +71,11 @@ flags.DEFINE_integer("freeze_layers", 0, "Freeze the bottom N encoder layers.")
 flags.DEFINE_integer("early_stopping_patience", None, "Early stopping patience (epochs).")
 flags.DEFINE_boolean("restore_best", False, "Evaluate the best validation checkpoint.")
 # --- engine ---
-flags.DEFINE_enum("precision", "float32",
-                  ["float32", "mixed_float16", "mixed_bfloat16", "auto"], "Precision policy.")
+flags.DEFINE_enum("precision", "auto",
+                  ["float32", "mixed_float16", "mixed_bfloat16", "auto"],
+                  "Precision policy. auto: mixed_float16 on a GPU (compute capability >= 7.0), "
+                  "mixed_bfloat16 on a CPU with bf16 units (AMX or AVX-512 BF16), float32 "
+                  "elsewhere; the run folder records the policy used.")
 flags.DEFINE_boolean("remat", False, "Gradient checkpointing of the encoder layers.")
 flags.DEFINE_boolean("xla", False, "XLA-compile the train and predict steps (off by default: "
                      "on CPU, XLA's matmuls are about 2x slower than TensorFlow's oneDNN ones; "
