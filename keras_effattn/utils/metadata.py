@@ -128,13 +128,30 @@ def load_average():
         return None
 
 
-def cpu_model():
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo_text=None):
+    r"""The CPU's model name with its family and model numbers, which tell apart CPUs that a
+    virtual machine names alike (an "AMD EPYC" may be a Zen 1 without AVX-512 or a Zen 4 with
+    AVX-512 BF16).
+
+    Args:
+        cpuinfo_text: the text of ``/proc/cpuinfo`` (read from the host when None).
+
+    >>> cpu_model("cpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n")
+    'AMD EPYC (family 25, model 17)'
+    """
+    if cpuinfo_text is None:
+        cpuinfo = pathlib.Path("/proc/cpuinfo")
+        if not cpuinfo.is_file():
+            return platform.processor() or platform.machine()
+        cpuinfo_text = cpuinfo.read_text(errors="replace")
+    fields = {}
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if fields.get("cpu family") and fields.get("model"):
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def git_commit(path=None):
