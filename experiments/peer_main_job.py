@@ -14,7 +14,7 @@ seconds, accuracy, and each of our rows' speed-up over each peer row (peer train
 ours), with the CPU, its instruction sets and the load. Keep the machine otherwise idle.
 
 Examples:
-    python -m experiments.peer_main_job                       # the main job's sizes (~40 min)
+    python -m experiments.peer_main_job                       # the main job's sizes (~1 h)
     python -m experiments.peer_main_job --train_per_class=16 --eval_per_class=8 \\
         --output_dir=runs/peer_smoke                          # a smoke test (2 steps a side)
 """
@@ -51,10 +51,7 @@ def main(argv):
     if bad:
         raise common.UsageError(f"--torch_precisions {bad}: choose from {list(peers.PEER)}.")
     common.data_dir(settings["data_dir"])
-    import importlib.util
-
-    if settings["torch_precisions"] and not all(
-            importlib.util.find_spec(name) for name in ("torch", "transformers")):
+    if settings["torch_precisions"] and not peers.torch_available():
         print("note: the PyTorch peer is left out: torch and transformers are not installed "
               "(pip install torch transformers).")
         settings["torch_precisions"] = []

@@ -7,6 +7,7 @@ eager PyTorch, the same texts and recipe); `side_commands`, `read_side`, `with_s
 `markdown` build the one-run comparison against our main job.
 """
 
+import importlib.util
 import os
 import time
 
@@ -16,6 +17,12 @@ WARMUP_RATIO = 0.1
 WEIGHT_DECAY = 0.01
 CLIPNORM = 1.0
 DROPOUT = 0.1
+
+
+def torch_available():
+    """Whether the PyTorch peers can run (torch and transformers importable); scripts leave the
+    peers out with a note otherwise."""
+    return all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
 
 
 def build_model(path, torch):
@@ -169,8 +176,8 @@ def read_side(name, out):
         return {"side": name, "precision": metrics["precision"],
                 "train_seconds": training["train_seconds"],
                 "train_samples_per_s": training["train_samples_per_s"],
-                "eval_seconds": evaluation["inference"]["seconds"], "accuracy": evaluation["accuracy"],
-                "macro_f1": evaluation["macro_f1"]}
+                "eval_seconds": evaluation["inference"]["seconds"],
+                "accuracy": evaluation["accuracy"], "macro_f1": evaluation["macro_f1"]}
     return {"side": name, "precision": metrics["precision"],
             **{key: metrics[key] for key in ("train_seconds", "train_samples_per_s",
                                              "eval_seconds", "accuracy", "macro_f1")}}
@@ -187,6 +194,7 @@ def with_speedups(rows):
 
 
 def markdown(rows, meta):
+    """The comparison as Markdown: one row per side, then our speed-ups over each peer."""
     lines = [f"# Main job vs its PyTorch peer ({meta['cpu']}; {meta['cpu_isa']})", "",
              "| side | precision | train s | samples/s | eval s | accuracy | macro F1 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -39,6 +39,7 @@ flags.DEFINE_integer("max_train_steps", 0, "Stop after this many steps (0: one f
                      "for smoke tests.", lower_bound=0)
 FLAGS = flags.FLAGS
 
+
 def main(argv):
     del argv
     data_dir = common.data_dir(FLAGS.data_dir)

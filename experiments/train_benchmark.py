@@ -162,10 +162,9 @@ def main(argv):
     unknown = sorted(set(settings["variants"]) - set(known))
     if unknown:
         raise common.UsageError(f"Unknown --variants {unknown}; choose from {list(known)}.")
-    import importlib.util
+    from experiments import peers
 
-    if set(TORCH_VARIANTS) & set(settings["variants"]) and not all(
-            importlib.util.find_spec(name) for name in ("torch", "transformers")):
+    if set(TORCH_VARIANTS) & set(settings["variants"]) and not peers.torch_available():
         print("note: the PyTorch peers are left out: torch and transformers are not installed "
               "(pip install torch transformers).")
         settings["variants"] = [v for v in settings["variants"] if v not in TORCH_VARIANTS]
