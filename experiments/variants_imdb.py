@@ -3,9 +3,9 @@ what does it save in time, memory and energy?
 
 Trains the same classifier under identical settings with each attention spec (stock Keras
 exact attention as the baseline, fused exact, FAVOR+, low-rank, a hybrid), over several seeds, on
-the IMDB reviews; reports accuracy, macro F1, training time per epoch, peak memory and energy as
-mean ± std over seeds, with Welch's t-test of each variant against the baseline across seeds and
-a paired bootstrap over test reviews (first seed).
+the IMDB reviews; reports accuracy, macro F1, training time per epoch, inference latency per
+review, peak memory and energy as mean ± std over seeds, with Welch's t-test of each variant
+against the baseline across seeds and a paired bootstrap over test reviews (first seed).
 
 Quick (a smoke test: tiny from-scratch model, 512 training reviews, 3 epochs, length 64, 2 seeds;
 minutes on 2 CPU cores), writes runs/quick/variants_imdb/:
@@ -88,7 +88,8 @@ NAMES = ("seed", "output_dir", "backbone", "variants", "seeds", "epochs", "batch
          "learning_rate",
          "max_length", "train_per_class", "test_per_class", "precision", "energy", "jit_compile",
          "freeze_embeddings")
-METRICS = ("accuracy", "macro_f1", "epoch_seconds", "peak_host_rss_mb", "energy_kwh")
+METRICS = ("accuracy", "macro_f1", "epoch_seconds", "latency_ms_per_sample", "peak_host_rss_mb",
+           "energy_kwh")
 QUESTION = "Do efficient attention variants keep exact attention's IMDB accuracy, at what cost?"
 NAME = "variants_imdb"
 
@@ -179,6 +180,8 @@ def summarise(results, variants, labels, out_dir):
             "p (Welch)": s["accuracy_p_welch"],
             "p (bootstrap)": s["accuracy_p_bootstrap"],
             "s/epoch": stats.format_mean_std(s["epoch_seconds_mean"], s["epoch_seconds_std"], 1),
+            "inference ms/review": stats.format_mean_std(
+                s["latency_ms_per_sample_mean"], s["latency_ms_per_sample_std"], 2),
             "peak RSS MB": stats.format_mean_std(
                 s["peak_host_rss_mb_mean"], s["peak_host_rss_mb_std"], 0),
             "kWh": s["energy_kwh_mean"],
