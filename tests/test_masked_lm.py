@@ -105,3 +105,54 @@ def test_bad_arguments(kwargs, match):
     args = {"max_length": 16, **kwargs}
     with pytest.raises(ValueError, match=match):
         keras_effattn.build_masked_lm(TINY, **args)
+
+
+def test_whole_word_inputs_are_seeded_and_keep_the_packing():
+    model = _small_vocab_model(max_length=16)
+    encoded = keras_effattn.models.encode_unmasked(model.preprocessor, LINES, batch_size=3)
+    reference, _, _ = model.preprocessor(LINES)  # KerasHub's packing, masked
+    assert encoded["token_ids"].shape == (4, 16)
+    np.testing.assert_array_equal(encoded["padding_mask"], np.asarray(reference["padding_mask"]))
+    x, y, weights = keras_effattn.models.mask_whole_words(model.preprocessor, encoded, [0, 1])
+    again = keras_effattn.models.mask_whole_words(model.preprocessor, encoded, [0, 1])
+    np.testing.assert_array_equal(x["token_ids"], again[0]["token_ids"])
+    assert x["mask_positions"].shape == y.shape == weights.shape == (4, 4)  # the model's width
+    chosen = weights == 1
+    np.testing.assert_array_equal(
+        np.take_along_axis(encoded["token_ids"], x["mask_positions"], axis=1)[chosen], y[chosen])
+    loss = float(model.loss(y, model(x), sample_weight=weights))
+    assert np.isfinite(loss)
+
+
+def test_preprocessor_detached_restores_it_on_error():
+    model = _small_vocab_model(max_length=16)
+    preprocessor = model.preprocessor
+    with pytest.raises(RuntimeError), masked_lm_lib.preprocessor_detached(model):
+        assert model.preprocessor is None
+        raise RuntimeError("boom")
+    assert model.preprocessor is preprocessor
+
+
+@pytest.mark.parametrize("attention", ["keras", "exact", "lowrank(k=none,qkv_rank=8)"])
+def test_swapping_a_trained_masked_lm_keeps_its_head(attention):
+    model = _small_vocab_model(attention="keras", max_length=16)
+    head = model.masked_lm_head
+    for weight in head.weights:  # make the head's own weights differ from a fresh head's
+        weight.assign(np.random.default_rng(0).normal(size=weight.shape).astype("float32") * 0.1)
+    swapped = masked_lm_lib.swap_masked_lm_attention(model, attention)
+    assert swapped.preprocessor is model.preprocessor
+    assert swapped.masked_lm_head.token_embedding is swapped.backbone.token_embedding
+    x, _, _ = _batch(model)
+    if attention == "lowrank(k=none,qkv_rank=8)":
+        # rank 8 of 16-wide projections: the outputs move, but the head is the trained one.
+        for new, old in zip(swapped.masked_lm_head.weights, head.weights):
+            np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+    else:
+        np.testing.assert_allclose(np.asarray(swapped(x)), np.asarray(model(x)), atol=2e-5)
+    assert keras_effattn.describe_attention(model) == "keras*2"  # the input is unchanged
+
+
+def test_swap_masked_lm_attention_needs_a_masked_lm():
+    classifier = keras_effattn.build_classifier(TINY, max_length=16)
+    with pytest.raises(ValueError, match="needs a DistilBertMaskedLM"):
+        masked_lm_lib.swap_masked_lm_attention(classifier, "exact")

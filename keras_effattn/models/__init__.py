@@ -8,7 +8,12 @@ from keras_effattn.models.classifier import (
     build_classifier,
     swap_classifier_attention,
 )
-from keras_effattn.models.masked_lm import build_masked_lm
+from keras_effattn.models.masked_lm import (
+    build_masked_lm,
+    encode_unmasked,
+    mask_whole_words,
+    swap_masked_lm_attention,
+)
 from keras_effattn.models.minilm import fold_bert_to_distilbert
 from keras_effattn.models.swap import describe_attention, swap_attention
 
@@ -20,9 +25,12 @@ __all__ = [
     "build_classifier",
     "build_masked_lm",
     "describe_attention",
+    "encode_unmasked",
     "fold_bert_to_distilbert",
     "load_backbone",
+    "mask_whole_words",
     "swap_attention",
     "swap_classifier_attention",
+    "swap_masked_lm_attention",
     "tokenizer_for",
 ]

@@ -9,8 +9,14 @@ backbone, with a `DistilBertMaskedLMPreprocessor` that picks and masks tokens in
 The all-MiniLM-L6-v2 checkpoint holds no masked-LM head (it is a sentence encoder), so with
 ``"minilm-l6"`` the head starts from random initialisation and must be trained before its
 perplexity means anything; the encoder and the tied embedding table are pretrained.
+
+For training and scoring with whole-word masks instead of KerasHub's token-level ones,
+`encode_unmasked` packs texts once and `mask_whole_words` draws seeded whole-word masks on them
+(`keras_effattn.data.masking`); the model then runs with its preprocessor detached.
+`swap_masked_lm_attention` moves a trained masked-LM model to other attention, head included.
 """
 
+import contextlib
 import math
 
 import keras
@@ -93,3 +99,118 @@ def masked_lm_loss():
     return keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction="mean_with_sample_weight"
     )
+
+
+def encode_unmasked(preprocessor, texts, batch_size=256):
+    """Tokenises and packs `texts` as the masked-LM preprocessor does, without masking.
+
+    Args:
+        preprocessor: a KerasHub masked-LM preprocessor (e.g. ``build_masked_lm(...).
+            preprocessor``).
+        texts: sequence of str.
+        batch_size: int, default 256. Texts tokenised per call.
+
+    Returns:
+        A dict of NumPy arrays ``token_ids`` (int32 [N, T]) and ``padding_mask`` (bool
+        [N, T]), with ``T`` the preprocessor's sequence length.
+    """
+    import numpy as np
+
+    if not len(texts):
+        raise ValueError("encode_unmasked got no texts.")
+    if preprocessor.packer is None:
+        preprocessor.build(None)
+    pad = preprocessor.tokenizer.pad_token_id
+    token_ids = []
+    for start in range(0, len(texts), batch_size):
+        pieces = preprocessor.tokenizer(list(texts[start:start + batch_size]))
+        ids, _ = preprocessor.packer((pieces,))
+        token_ids.append(np.asarray(ids, np.int32))
+    token_ids = np.concatenate(token_ids)
+    return {"token_ids": token_ids, "padding_mask": token_ids != pad}
+
+
+def whole_word_masker(preprocessor):
+    """A `keras_effattn.data.masking.WholeWordMasker` with the preprocessor's vocabulary and
+    masking settings (selection rate and length, mask and random-token rates)."""
+    from keras_effattn.data.masking import WholeWordMasker
+
+    return WholeWordMasker.from_tokenizer(
+        preprocessor.tokenizer,
+        rate=float(preprocessor.mask_selection_rate),
+        max_predictions=int(preprocessor.mask_selection_length),
+        mask_token_rate=float(preprocessor.mask_token_rate),
+        random_token_rate=float(preprocessor.random_token_rate),
+    )
+
+
+def mask_whole_words(preprocessor, encoded, seed):
+    """Whole-word-masked model inputs for `encoded` (from `encode_unmasked`).
+
+    The same `seed` gives the same masks in any process, so every model scored on them
+    predicts exactly the same tokens.
+
+    Args:
+        preprocessor: the model's masked-LM preprocessor (vocabulary and masking settings).
+        encoded: dict of ``token_ids`` and ``padding_mask`` arrays.
+        seed: int, seeds a `numpy.random.Generator`.
+
+    Returns:
+        ``(x, mask_ids, mask_weights)``: `x` is the dict of ``token_ids`` (masked),
+        ``padding_mask`` and ``mask_positions`` the model takes with its preprocessor
+        detached; `mask_weights` (1 per predicted token) is the loss's sample weight.
+    """
+    import numpy as np
+
+    out = whole_word_masker(preprocessor)(encoded["token_ids"], np.random.default_rng(seed))
+    x = {"token_ids": out["token_ids"], "padding_mask": encoded["padding_mask"],
+         "mask_positions": out["mask_positions"]}
+    return x, out["mask_ids"], out["mask_weights"]
+
+
+def swap_masked_lm_attention(model, attention, options=None):
+    """A copy of a (trained) masked-LM model whose encoder uses other attention.
+
+    The backbone goes through `keras_effattn.swap_attention` (projections copied, low-rank
+    Q/K/V factors from the truncated SVD of the trained projections, new FAVOR+/Linformer state
+    fresh); the preprocessor is shared and the masked-LM head's weights are copied (its output
+    projection stays tied to the new backbone's token embedding). Nothing is retrained.
+
+    Args:
+        model: a `keras_hub.models.DistilBertMaskedLM` (e.g. from `build_masked_lm`).
+        attention: an attention spec (see `keras_effattn.swap_attention`).
+        options: optional per-kind default options.
+
+    Returns:
+        A new `DistilBertMaskedLM` compiled with `masked_lm_loss()`; `model` is unchanged.
+    """
+    from keras_effattn.models import swap
+
+    if not isinstance(model, keras_hub.models.DistilBertMaskedLM):
+        raise ValueError(
+            "swap_masked_lm_attention needs a DistilBertMaskedLM (from build_masked_lm), got "
+            f"{type(model).__name__}."
+        )
+    backbone = swap.swap_attention(model.backbone, attention, options)
+    swapped = keras_hub.models.DistilBertMaskedLM(backbone=backbone,
+                                                  preprocessor=model.preprocessor)
+    head, new_head = model.masked_lm_head, swapped.masked_lm_head
+    own = [w for w in head.weights if not any(w is e for e in model.backbone.weights)]
+    new_own = [w for w in new_head.weights if not any(w is e for e in backbone.weights)]
+    for target, source in zip(new_own, own, strict=True):
+        target.assign(source)
+    swapped.compile(loss=masked_lm_loss())
+    return swapped
+
+
+@contextlib.contextmanager
+def preprocessor_detached(model):
+    """Within the block, `model.fit`/`evaluate` take already-masked ``(x, y, sample_weight)``
+    (e.g. from `mask_whole_words`) instead of raw strings; the preprocessor is restored after,
+    also on error, so a saved model still takes raw strings."""
+    preprocessor = model.preprocessor
+    model.preprocessor = None
+    try:
+        yield model
+    finally:
+        model.preprocessor = preprocessor
