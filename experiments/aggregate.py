@@ -106,9 +106,13 @@ def glue_rows(rows):
 
 
 def wikitext_rows(rows):
-    return [{"configuration": r["variant"],
-             "metric": "MLM perplexity (trained on valid, evaluated on test: offline)",
-             "score": _f(r["perplexity"]), "time": "n/a",
+    return [{"configuration": " ".join(p for p in (r.get("stage"), r["variant"]) if p),
+             "metric": "MLM perplexity, whole-word masks (trained on valid, evaluated on test: "
+                       "offline)" if r.get("masking") == "whole-word" else
+                       "MLM perplexity (trained on valid, evaluated on test: offline)",
+             "score": _f(r["perplexity"]),
+             "time": f"{_f(r.get('train_seconds'))} s training" if r.get("train_seconds")
+                     else "n/a",
              "peak memory (MB)": _f(r.get("train_peak_rss_mb")), "energy (kWh)": "n/a", "n": 1}
             for r in rows]
 

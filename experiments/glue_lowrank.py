@@ -12,14 +12,21 @@ as ``[CLS] a [SEP] b [SEP]`` by the model's preprocessor; STS-B is a regression 
 projection; initialised by truncated SVD from a pretrained backbone) and ``lowrank(k=16)`` is
 Linformer with keys/values projected to 16 positions.
 
-Part 2 trains a masked-LM head (and the encoder) per variant on WikiText-2 and reports test
-perplexity ``exp(mean masked-token cross-entropy)``. Offline, the shared copy has no WikiText-2
-train split, so training uses the **valid** split and evaluation the **test** split: these
-perplexities are not comparable with published numbers (`keras_effattn.data.wikitext`). The masks
-of the evaluation text are drawn once with a fixed seed, cached in
-``wikitext/eval_masks_<key>.npz`` and shared by every variant (also across resumed runs); the
-cache is keyed by everything that shapes the masks (backbone, max_length, chunk words and count,
-seed and a hash of the evaluation text), so masks made with other settings are never reused.
+Part 2 is masked-LM perplexity on WikiText-2, ``exp(mean masked-token cross-entropy)`` over
+whole-word masks (`keras_effattn.data.masking`: every WordPiece of a chosen word is predicted).
+The MiniLM checkpoint has no masked-LM head, so a variant trained from it would be scored mostly
+on how far its head got. Instead the standard model (the first variant) is first adapted: head
+and encoder trained for ``--mlm_adapt_epochs`` and saved. Each variant then starts from that
+model with its attention swapped in (low-rank factors by SVD of the adapted projections) and
+continues for ``--mlm_epochs`` on the same masks, in the same order, under the same schedule:
+the same budget for all, the standard model included. A zero-shot row per efficient variant
+scores the swap before any training. Offline, the shared copy has no WikiText-2 train split, so
+training uses the **valid** split and evaluation the **test** split: these perplexities are not
+comparable with published numbers (`keras_effattn.data.wikitext`). The evaluation masks are
+seeded, cached in ``wikitext/eval_masks_<key>.npz`` and shared by every row (also across resumed
+runs); the cache is keyed by everything that shapes them (backbone, max_length, chunk words and
+count, seed, masking and a hash of the evaluation text), so masks made with other settings are
+never reused. ``--noglue`` runs this part alone, ``--noperplexity`` the GLUE part alone.
 
 Each row carries every setting that affects it (the GLUE rows the GLUE settings, the WikiText
 rows the masked-LM settings); re-running into the same folder with a changed setting is refused
@@ -35,9 +42,11 @@ CPU tier (the pretrained MiniLM-L6 on 2 CPU cores: stock, rank-16 Q/K/V and Linf
 the full train splits of RTE, MRPC, STS-B and CoLA and a stratified 8,000-sentence SST-2 subset
 (``--train_caps``), length 128, 3 epochs, full dev sets, plus the zero-shot row of each task: its
 fine-tuned stock model with rank-16 factors swapped in by SVD and no further training
-(``--zero_shot``); the WikiText part is off in this tier), writes runs/cpu/glue_lowrank/:
+(``--zero_shot``); WikiText: all of valid, all of test, 3 adaptation epochs and 1 more per
+variant at lr 1e-4), writes runs/cpu/glue_lowrank/; each part alone:
 
-    python -m experiments.glue_lowrank --tier=cpu
+    python -m experiments.glue_lowrank --tier=cpu --noglue        # WikiText perplexity
+    python -m experiments.glue_lowrank --tier=cpu --noperplexity  # GLUE
 
 Full (GPU; MiniLM-L6, rank 16, lr 2e-5, batch 16, 3 epochs, length 128, weight decay 0.01, full
 train/dev sets; WikiText valid -> test), writes runs/full/glue_lowrank/:
@@ -82,11 +91,15 @@ flags.DEFINE_string("zero_shot", "", "An attention spec swapped into each task's
                     "baseline without further training (e.g. 'lowrank(k=none,qkv_rank=16)'): "
                     "what the swap alone keeps. '' skips it.")
 flags.DEFINE_integer("dev_examples", 0, "Dev examples per task (0: all).")
+flags.DEFINE_bool("glue", True, "Run the GLUE part.")
 flags.DEFINE_bool("perplexity", True, "Run the WikiText masked-LM part.")
 flags.DEFINE_integer("mlm_max_words", 96, "Words per WikiText chunk (fits max_length tokens).")
 flags.DEFINE_integer("mlm_train_chunks", 0, "WikiText training chunks (0: all of valid).")
 flags.DEFINE_integer("mlm_eval_chunks", 0, "WikiText evaluation chunks (0: all of test).")
-flags.DEFINE_integer("mlm_epochs", 3, "Masked-LM training epochs.")
+flags.DEFINE_integer("mlm_adapt_epochs", 3, "Masked-LM epochs adapting the head and encoder "
+                     "with the standard attention, before any swap.")
+flags.DEFINE_integer("mlm_epochs", 3, "Masked-LM epochs each variant continues from the adapted "
+                     "model (the same budget for all).")
 flags.DEFINE_float("mlm_learning_rate", 5e-5, "Masked-LM peak learning rate.")
 flags.DEFINE_string("precision", "float32", "float32, mixed_float16, mixed_bfloat16 or auto.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the train and predict steps.")
@@ -101,13 +114,15 @@ QUICK = {
     "mlm_max_words": 40,
     "mlm_train_chunks": 256,
     "mlm_eval_chunks": 128,
+    "mlm_adapt_epochs": 1,
     "mlm_epochs": 1,
     "mlm_learning_rate": 1e-3,
     "jit_compile": False,
 }
 # The pretrained model on 2 CPU cores: the issue's variants on the full train splits of RTE,
 # MRPC, STS-B and CoLA and a stratified 8,000-sentence SST-2 subset, length 128, full dev
-# sets, and the zero-shot rank-16 swap of each fine-tuned baseline.
+# sets, and the zero-shot rank-16 swap of each fine-tuned baseline. WikiText: all of valid to
+# train, all of test to score; 3 epochs adapting the standard model, 1 more per variant.
 CPU = {
     "backbone": "minilm-l6",
     "variants": "keras;lowrank(k=none,qkv_rank=16);lowrank(k=64)",
@@ -118,19 +133,21 @@ CPU = {
     "train_caps": "SST-2=8000",
     "zero_shot": "lowrank(k=none,qkv_rank=16)",
     "jit_compile": False,
-    "perplexity": False,
+    "mlm_adapt_epochs": 3,
+    "mlm_epochs": 1,
+    "mlm_learning_rate": 1e-4,
 }
 NAMES = ("output_dir", "backbone", "variants", "tasks", "epochs", "batch_size", "learning_rate",
          "weight_decay", "max_length", "train_examples", "train_caps", "zero_shot",
-         "dev_examples", "perplexity",
-         "mlm_max_words", "mlm_train_chunks", "mlm_eval_chunks", "mlm_epochs",
+         "dev_examples", "glue", "perplexity",
+         "mlm_max_words", "mlm_train_chunks", "mlm_eval_chunks", "mlm_adapt_epochs", "mlm_epochs",
          "mlm_learning_rate", "precision", "jit_compile", "seed")
 QUESTION = "Does rank-16 attention keep GLUE scores and masked-LM perplexity, and save inference?"
 NAME = "glue_lowrank"
 # Settings that do not affect a part's rows (besides the variant and task lists).
-NOT_GLUE = ("variants", "tasks", "perplexity", "mlm_max_words", "mlm_train_chunks",
-            "mlm_eval_chunks", "mlm_epochs", "mlm_learning_rate")
-NOT_MLM = ("variants", "tasks", "perplexity", "epochs", "learning_rate", "train_examples",
+NOT_GLUE = ("variants", "tasks", "glue", "perplexity", "mlm_max_words", "mlm_train_chunks",
+            "mlm_eval_chunks", "mlm_adapt_epochs", "mlm_epochs", "mlm_learning_rate")
+NOT_MLM = ("variants", "tasks", "glue", "perplexity", "epochs", "learning_rate", "train_examples",
            "train_caps", "zero_shot", "dev_examples")
 # Settings that shape the evaluation masks (with a hash of the evaluation text).
 MASK_KEY = ("backbone", "max_length", "mlm_max_words", "mlm_eval_chunks", "seed")
@@ -140,7 +157,8 @@ def plan(settings):
     """Checks tasks and variants and builds both parts' rows (reads and writes nothing).
 
     Returns:
-        ``(variants, glue_rows, mlm_rows)`` (`mlm_rows` empty without ``perplexity``).
+        ``(variants, glue_rows, mlm_rows)`` (`glue_rows` empty with ``glue`` False,
+        `mlm_rows` empty without ``perplexity``).
     """
     from keras_effattn.data import glue_task
 
@@ -166,9 +184,20 @@ def plan(settings):
             glue_rows.append({"run_id": sweep.run_id_of(task=task, v="zero_shot"), "task": task,
                               "variant": f"zero-shot {zero}",
                               "zero_shot_of": variants[0], **task_shared})
-    mlm_shared = suite.row_settings(settings, NOT_MLM)
-    mlm_rows = [{"run_id": sweep.run_id_of(mlm=i), "variant": variant, **mlm_shared}
-                for i, variant in enumerate(variants)] if settings["perplexity"] else []
+    if not settings.get("glue", True):
+        glue_rows = []
+    mlm_rows = []
+    if settings["perplexity"]:
+        mlm_shared = suite.row_settings(settings, NOT_MLM)
+        # The standard model is adapted first; the swaps without training are cheap and come
+        # next, then the continuations (each with the same budget).
+        mlm_rows.append({"run_id": sweep.run_id_of(mlm="adapt"), "stage": "adapt",
+                         "variant": variants[0], **mlm_shared})
+        mlm_rows += [{"run_id": sweep.run_id_of(mlm=f"zero_shot_{i}"), "stage": "zero-shot",
+                      "variant": variant, **mlm_shared}
+                     for i, variant in enumerate(variants) if i > 0]
+        mlm_rows += [{"run_id": sweep.run_id_of(mlm=i), "stage": "continue", "variant": variant,
+                      **mlm_shared} for i, variant in enumerate(variants)]
     return variants, glue_rows, mlm_rows
 
 
@@ -208,7 +237,6 @@ def run_glue(settings, data_dir, rows, source):
     metrics."""
     import numpy as np
 
-    from keras_effattn.training.evaluate import glue_metrics
     from keras_effattn.training.fit import TrainConfig
 
     tasks = list(dict.fromkeys(row["task"] for row in rows))
@@ -321,17 +349,27 @@ def masked_lm_perplexity(model, batches):
     return math.exp(total / count), total / count, int(count)
 
 
+# Seeds of the whole-word masks: one stream for the evaluation text, one per training stage
+# (every variant continues on the same masks, in the same order).
+EVAL_STREAM, ADAPT_STREAM, CONTINUE_STREAM = 1, 2, 3
+
+
 def run_perplexity(settings, data_dir, rows, source):
-    """Part 2: masked-LM training per variant row of `plan` on WikiText valid, perplexity on
-    test."""
+    """Part 2 on WikiText-2 (trained on valid, scored on test), the rows of `plan`.
+
+    The ``adapt`` row fine-tunes the masked-LM head and the encoder with the standard
+    attention (the first variant) for ``mlm_adapt_epochs`` and saves the model; each
+    ``continue`` row swaps its attention into that model and trains ``mlm_epochs`` more with
+    the same masks, order and schedule; each ``zero-shot`` row swaps and scores without
+    training. Every row is scored on the same cached whole-word masks of the test text.
+    """
     import keras
-    import tensorflow as tf
 
     from keras_effattn.data.wikitext import OFFLINE_NOTE, OFFLINE_SPLITS, read_wikitext
-    from keras_effattn.models import build_masked_lm
-    from keras_effattn.training.optimizers import build_optimizer
+    from keras_effattn.models import build_masked_lm, swap_masked_lm_attention
+    from keras_effattn.models.masked_lm import encode_unmasked
     from keras_effattn.training.precision import precision_scope
-    from keras_effattn.utils.memory import MemoryMeter
+    from keras_effattn.utils import io
 
     folder = data_dir / "wikitext-2"
     train_chunks = read_wikitext(folder, OFFLINE_SPLITS["train"]).chunks(settings["mlm_max_words"])
@@ -340,48 +378,117 @@ def run_perplexity(settings, data_dir, rows, source):
         train_chunks = train_chunks[: settings["mlm_train_chunks"]]
     if settings["mlm_eval_chunks"]:
         eval_chunks = eval_chunks[: settings["mlm_eval_chunks"]]
-    batch = settings["batch_size"]
-    eval_batches = None
     out_dir = pathlib.Path(settings["output_dir"]) / "wikitext"
     out_dir.mkdir(parents=True, exist_ok=True)
     mask_key = eval_mask_key(settings, eval_chunks)
     cache = eval_mask_cache(out_dir, mask_key)
+    adapt_row = next(row for row in rows if row["stage"] == "adapt")
+    adapted_path = out_dir / "runs" / adapt_row["run_id"] / "model.keras"
+    encoded = {}
+
+    def tokens(model, name, chunks):
+        if name not in encoded:
+            encoded[name] = encode_unmasked(model.preprocessor, chunks)
+        return encoded[name]
 
     def run_one(row, run_dir):
-        nonlocal eval_batches
         keras.utils.set_random_seed(settings["seed"])
-        steps = settings["mlm_epochs"] * (len(train_chunks) // batch)
         with precision_scope(settings["precision"]):
-            model = build_masked_lm(source, attention=row["variant"],
-                                    max_length=settings["max_length"])
-            model.compile(optimizer=build_optimizer(
-                "adamw", settings["mlm_learning_rate"], total_steps=steps,
-                weight_decay=settings["weight_decay"]), loss=model.loss,
-                jit_compile=settings["jit_compile"])
-        if eval_batches is None:
-            eval_batches = shared_eval_batches(model.preprocessor, eval_chunks, batch,
-                                               settings["seed"], cache, mask_key)
-        train_ds = tf.data.Dataset.from_tensor_slices(train_chunks).shuffle(
-            len(train_chunks), seed=settings["seed"]).batch(batch, drop_remainder=True)
-        meter = MemoryMeter().start()
-        history = model.fit(train_ds, epochs=settings["mlm_epochs"], verbose=0)
-        memory = meter.stop()
-        ppl, loss, tokens = masked_lm_perplexity(model, eval_batches)
+            if row["stage"] == "adapt":
+                model = build_masked_lm(source, attention=row["variant"],
+                                        max_length=settings["max_length"])
+            else:
+                model = swap_masked_lm_attention(load_adapted(adapted_path), row["variant"])
+        out = {}
+        if row["stage"] != "zero-shot":
+            epochs, stream = ((settings["mlm_adapt_epochs"], ADAPT_STREAM)
+                              if row["stage"] == "adapt"
+                              else (settings["mlm_epochs"], CONTINUE_STREAM))
+            out = train_masked_lm(model, tokens(model, "train", train_chunks), settings, epochs,
+                                  stream)
+        if row["stage"] == "adapt":
+            io.save_keras_model(model, pathlib.Path(run_dir) / "model.keras")
+        eval_batches = shared_eval_batches(
+            lambda: eval_arrays(model, tokens(model, "eval", eval_chunks), settings["seed"]),
+            settings["batch_size"], cache, mask_key)
+        ppl, loss, masked = masked_lm_perplexity(model, eval_batches)
         keras.backend.clear_session()
-        return {"perplexity": ppl, "eval_cross_entropy": loss, "masked_tokens": tokens,
-                "final_train_loss": float(history.history["loss"][-1]),
+        return {"perplexity": ppl, "eval_cross_entropy": loss, "masked_tokens": masked, **out,
                 "train_chunks": len(train_chunks), "eval_chunks": len(eval_chunks),
-                "train_peak_rss_mb": memory["host_peak_rss_mb"],
-                "splits": "train=valid, eval=test (offline)", "note": OFFLINE_NOTE}
+                "masking": "whole-word", "splits": "train=valid, eval=test (offline)",
+                "note": OFFLINE_NOTE}
 
-    return sweep.run_sweep(rows, run_one, out_dir, columns=["run_id", "variant", "perplexity"])
+    return sweep.run_sweep(rows, run_one, out_dir,
+                           columns=["run_id", "stage", "variant", "perplexity"])
+
+
+def load_adapted(path):
+    """The adapt row's saved masked-LM model (a continuation or zero-shot row starts from it)."""
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(
+            f"The WikiText continuation rows start from the adapted model {path}, which is "
+            "missing; re-run with --overwrite to adapt it again.")
+    return common.load_model(path)
+
+
+def train_masked_lm(model, encoded, settings, epochs, stream):
+    """Trains `model` for `epochs` on whole-word masks drawn afresh each epoch (seeded by the
+    run's seed, `stream` and the epoch, in a seeded order); returns the training columns."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_effattn.models.masked_lm import (
+        mask_whole_words,
+        masked_lm_loss,
+        preprocessor_detached,
+    )
+    from keras_effattn.training.optimizers import build_optimizer
+    from keras_effattn.utils.memory import MemoryMeter
+
+    batch = settings["batch_size"]
+    count = len(encoded["token_ids"])
+    steps = count // batch
+    if steps == 0:
+        raise ValueError(f"{count} WikiText training chunks make no batch of {batch}; lower "
+                         "--batch_size or raise --mlm_train_chunks.")
+    model.compile(optimizer=build_optimizer(
+        "adamw", settings["mlm_learning_rate"], total_steps=epochs * steps,
+        weight_decay=settings["weight_decay"]), loss=masked_lm_loss(),
+        jit_compile=settings["jit_compile"])
+    losses = []
+    meter = MemoryMeter().start()
+    start = time.perf_counter()
+    preprocessor = model.preprocessor
+    with preprocessor_detached(model):
+        for epoch in range(epochs):
+            seed = [settings["seed"], stream, epoch]
+            x, y, weight = mask_whole_words(preprocessor, encoded, seed)
+            order = np.random.default_rng(seed).permutation(count)[: steps * batch]
+            data = tf.data.Dataset.from_tensor_slices(
+                ({k: v[order] for k, v in x.items()}, y[order], weight[order])).batch(batch)
+            history = model.fit(data, epochs=1, verbose=0)
+            losses.append(float(history.history["loss"][-1]))
+    seconds = time.perf_counter() - start
+    memory = meter.stop()
+    return {"epochs": epochs, "train_steps": epochs * steps, "train_seconds": seconds,
+            "final_train_loss": losses[-1], "train_peak_rss_mb": memory["host_peak_rss_mb"]}
+
+
+def eval_arrays(model, encoded, seed):
+    """The evaluation text's whole-word masks (seeded by the run's seed only) as arrays."""
+    from keras_effattn.models.masked_lm import mask_whole_words
+
+    x, y, weight = mask_whole_words(model.preprocessor, encoded, [seed, EVAL_STREAM])
+    return {**x, "mask_ids": y, "mask_weights": weight}
 
 
 def eval_mask_key(settings, chunks):
     """What the evaluation masks depend on: the `MASK_KEY` settings and a hash of the text."""
     text = "\n".join(str(c) for c in chunks).encode("utf-8")
     return {**{k: settings[k] for k in MASK_KEY}, "num_chunks": len(chunks),
-            "text_sha256": hashlib.sha256(text).hexdigest()}
+            "masking": "whole-word", "text_sha256": hashlib.sha256(text).hexdigest()}
 
 
 def eval_mask_cache(folder, key):
@@ -390,19 +497,26 @@ def eval_mask_cache(folder, key):
     return pathlib.Path(folder) / f"eval_masks_{digest}.npz"
 
 
-def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache, key=None):
-    """The masked evaluation batches ``(x, mask_ids, mask_weights)``, drawn once and cached.
+def shared_eval_batches(make_arrays, batch_size, cache, key=None):
+    """The masked evaluation batches ``(x, mask_ids, mask_weights)``, made once and cached.
 
-    KerasHub draws masks with TensorFlow's random ops, whose values depend on the process's op
-    history; caching them in `cache` (``.npz``) makes every variant, in this process or a resumed
-    one, score exactly the same masked tokens. The cache stores `key` (by default the file
-    name, see `eval_mask_cache`) and is only read back under the same key.
+    The masks are seeded, so they are the same in every process; the cache (``.npz``) also
+    keeps a resumed sweep from re-tokenising, and records the masks that every row was scored
+    on. It stores `key` (by default the file name, see `eval_mask_cache`) and is only read
+    back under the same key.
+
+    Args:
+        make_arrays: no-argument callable returning the arrays ``token_ids``,
+            ``padding_mask``, ``mask_positions``, ``mask_ids`` and ``mask_weights``; called
+            only when `cache` does not exist.
+        batch_size: int.
+        cache: the ``.npz`` path.
+        key: JSON-serialisable description of what made the masks.
 
     Raises:
         ValueError: when `cache` holds masks made under another key.
     """
     import numpy as np
-    import tensorflow as tf
 
     from keras_effattn.utils import io
 
@@ -418,12 +532,7 @@ def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache, key=None)
                 f"{key_text}); delete it or write to a new --output_dir."
             )
     else:
-        tf.random.set_seed(seed + 1)
-        parts = [preprocessor(t) for t in tf.data.Dataset.from_tensor_slices(chunks).batch(256)]
-        arrays = {key: np.concatenate([np.asarray(p[0][key]) for p in parts])
-                  for key in ("token_ids", "padding_mask", "mask_positions")}
-        arrays["mask_ids"] = np.concatenate([np.asarray(p[1]) for p in parts])
-        arrays["mask_weights"] = np.concatenate([np.asarray(p[2]) for p in parts])
+        arrays = {k: np.asarray(v) for k, v in make_arrays().items()}
         with io.atomic_path(cache, suffix=".npz") as tmp:
             np.savez(tmp, key=np.asarray(key_text), **arrays)
     keys = ("token_ids", "padding_mask", "mask_positions")
@@ -432,24 +541,54 @@ def shared_eval_batches(preprocessor, chunks, batch_size, seed, cache, key=None)
             for i in range(0, len(arrays["mask_ids"]), batch_size)]
 
 
+STAGES_NOTE = (
+    "`adapt`: the standard model's head and encoder trained from the checkpoint; `zero-shot`: "
+    "the adapted model with the variant's attention swapped in, no training; `continue`: the "
+    "swap trained further with the same budget for every variant. All rows are scored on the "
+    "same masked tokens.")
+
+
 def report(glue_rows, ppl_rows, variants, out_dir):
-    """Writes the top-level tables, the PNGs and summary.md."""
+    """Writes the top-level tables, the PNGs and summary.md (a part without rows is left out)."""
     from keras_effattn.data.wikitext import OFFLINE_NOTE
     from keras_effattn.utils import io
 
-    io.write_csv(f"{out_dir}/results.csv", glue_rows)
-    lines = [f"# {QUESTION}", "", "## GLUE dev (each task's metric)", ""]
-    columns = ["task", "variant", "glue_metric", "glue_score", "glue_accuracy", "glue_f1",
-               "glue_spearman", "latency_ms_per_sample", "inference_peak_rss_mb", "epoch_seconds",
-               "trainable_params"]
-    lines.append(suite.markdown_table(glue_rows, columns))
+    lines = [f"# {QUESTION}"]
+    if glue_rows:
+        io.write_csv(f"{out_dir}/results.csv", glue_rows)
+        columns = ["task", "variant", "glue_metric", "glue_score", "glue_accuracy", "glue_f1",
+                   "glue_spearman", "latency_ms_per_sample", "inference_peak_rss_mb",
+                   "epoch_seconds", "trainable_params"]
+        lines += ["", "## GLUE dev (each task's metric)", "",
+                  suite.markdown_table(glue_rows, columns)]
+        glue_chart(glue_rows, variants, f"{out_dir}/glue_scores.png")
+    if ppl_rows:
+        io.write_csv(f"{out_dir}/perplexity.csv", ppl_rows)
+        lines += ["", "## WikiText-2 masked-LM perplexity (whole-word masks)", "",
+                  f"**{OFFLINE_NOTE}**", "",
+                  STAGES_NOTE, "",
+                  suite.markdown_table(ppl_rows, ["stage", "variant", "perplexity",
+                                                  "eval_cross_entropy", "masked_tokens",
+                                                  "train_seconds", "splits"])]
+        suite.bar_chart([f"{r['stage']}\n{r['variant']}" for r in ppl_rows],
+                        [sweep.as_float(r["perplexity"]) for r in ppl_rows],
+                        f"{out_dir}/perplexity.png", "perplexity",
+                        "WikiText-2 MLM perplexity (trained on valid, evaluated on test)")
+    io.write_text(f"{out_dir}/summary.md", "\n".join(lines))
+
+
+def glue_chart(glue_rows, variants, path):
+    """Grouped bars: each task's dev score per variant."""
+    from keras_effattn.utils import io
+
     tasks = list(dict.fromkeys(r["task"] for r in glue_rows))
+    variants = [v for v in variants if any(r["variant"] == v for r in glue_rows)]
     plt = suite._pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 3.6))
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
-        scores = [next(sweep.as_float(r["glue_score"]) for r in glue_rows
-                       if r["task"] == t and r["variant"] == variant) for t in tasks]
+        scores = [next((sweep.as_float(r["glue_score"]) for r in glue_rows
+                        if r["task"] == t and r["variant"] == variant), math.nan) for t in tasks]
         axis.bar([j + i * width for j in range(len(tasks))], scores, width, label=variant)
     axis.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(tasks))],
                     [f"{t}\n({r})" for t, r in zip(tasks, [next(
@@ -459,31 +598,35 @@ def report(glue_rows, ppl_rows, variants, out_dir):
     axis.set_title("GLUE dev: standard vs low-rank attention", fontsize=10)
     axis.legend(fontsize=7)
     axis.grid(axis="y", alpha=0.3)
-    io.save_figure(figure, f"{out_dir}/glue_scores.png")
-    if ppl_rows:
-        io.write_csv(f"{out_dir}/perplexity.csv", ppl_rows)
-        lines += ["## WikiText-2 masked-LM perplexity", "", f"**{OFFLINE_NOTE}**", "",
-                  suite.markdown_table(ppl_rows, ["variant", "perplexity", "eval_cross_entropy",
-                                                  "masked_tokens", "splits"])]
-        suite.bar_chart([r["variant"] for r in ppl_rows],
-                        [sweep.as_float(r["perplexity"]) for r in ppl_rows],
-                        f"{out_dir}/perplexity.png", "perplexity",
-                        "WikiText-2 MLM perplexity (trained on valid, evaluated on test)")
-    io.write_text(f"{out_dir}/summary.md", "\n".join(lines))
+    io.save_figure(figure, path)
+
+
+def finished_rows(folder):
+    """The finished rows a part switched off in this run left in `folder` (its results.csv), so
+    the summary keeps both parts; [] when there are none."""
+    from keras_effattn.utils import io
+
+    path = pathlib.Path(folder) / "results.csv"
+    return io.read_csv(path) if path.is_file() else []
 
 
 def main(argv):
     del argv
     settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK, "cpu": CPU}, NAME)
     variants, glue_plan, mlm_plan = plan(settings)
+    if not glue_plan and not mlm_plan:
+        raise ValueError("--noglue and --noperplexity leave nothing to run; drop one of them.")
     data_dir = common.data_dir(FLAGS.data_dir)
     suite.prepare_sweep(settings, NAME, QUESTION, [(glue_plan, "glue"), (mlm_plan, "wikitext")],
                         overwrite=FLAGS.overwrite)
     source = suite.backbone_source(settings["backbone"])
-    glue_rows = run_glue(settings, data_dir, glue_plan, source)
-    ppl_rows = run_perplexity(settings, data_dir, mlm_plan, source) if mlm_plan else []
+    out_dir = pathlib.Path(settings["output_dir"])
+    glue_rows = (run_glue(settings, data_dir, glue_plan, source) if glue_plan
+                 else finished_rows(out_dir / "glue"))
+    ppl_rows = (run_perplexity(settings, data_dir, mlm_plan, source) if mlm_plan
+                else finished_rows(out_dir / "wikitext"))
     shown = variants + ([f"zero-shot {settings['zero_shot']}"] if settings["zero_shot"] else [])
-    report(glue_rows, ppl_rows, shown, settings["output_dir"])
+    report(glue_rows, ppl_rows, shown, out_dir)
 
 
 if __name__ == "__main__":

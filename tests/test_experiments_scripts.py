@@ -131,8 +131,15 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
         assert metrics["task"] == "regression"
         assert float(row["glue_score"]) == pytest.approx(metrics["evaluation"]["pearson"])
     ppl = io.read_csv(out / "perplexity.csv")
-    assert [r["variant"] for r in ppl] == ["keras", "lowrank(k=none,qkv_rank=4)"]
+    assert [(r["stage"], r["variant"]) for r in ppl] == [
+        ("adapt", "keras"), ("zero-shot", "lowrank(k=none,qkv_rank=4)"), ("continue", "keras"),
+        ("continue", "lowrank(k=none,qkv_rank=4)")]
     assert all(1.0 < float(r["perplexity"]) < 1e6 for r in ppl)
+    assert all(r["masking"] == "whole-word" for r in ppl)
+    # Every row is scored on the same masked tokens; the adapted model is kept for the swaps.
+    assert len({r["masked_tokens"] for r in ppl}) == 1
+    assert ppl[1]["train_seconds"] == "" and float(ppl[2]["train_steps"]) == 2  # 16 chunks / 8
+    assert (out / "wikitext" / "runs" / ppl[0]["run_id"] / "model.keras").is_file()
     summary = (out / "summary.md").read_text()
     assert "valid split and evaluated on the test split" in summary
     for name in ("glue_scores.png", "perplexity.png", "config.json"):
@@ -271,17 +278,17 @@ from experiments import glue_lowrank as g
 settings = {"output_dir": "x", "quick": True, "backbone": "tiny", "variants": "keras;lowrank(k=8)",
             "tasks": "mrpc;STS-B", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
             "weight_decay": 0.01, "max_length": 32, "train_examples": 32, "dev_examples": 16,
-            "perplexity": True, "mlm_max_words": 16, "mlm_train_chunks": 16,
-            "mlm_eval_chunks": 8, "mlm_epochs": 1, "mlm_learning_rate": 1e-3,
+            "glue": True, "perplexity": True, "mlm_max_words": 16, "mlm_train_chunks": 16,
+            "mlm_eval_chunks": 8, "mlm_adapt_epochs": 2, "mlm_epochs": 1, "mlm_learning_rate": 1e-3,
             "precision": "float32", "jit_compile": False, "seed": 0}
 variants, glue_rows, mlm_rows = g.plan(settings)
 
 
-def preprocess(texts):
-    n = int(texts.shape[0])
+def make_arrays():
+    n = 5
     ids = np.arange(n * 4).reshape(n, 4)
-    return ({"token_ids": ids, "padding_mask": ids > 0, "mask_positions": ids[:, :2]},
-            ids[:, :2], np.ones((n, 2)))
+    return {"token_ids": ids, "padding_mask": ids > 0, "mask_positions": ids[:, :2],
+            "mask_ids": ids[:, :2], "mask_weights": np.ones((n, 2))}
 
 
 chunks = [f"chunk {i}" for i in range(5)]
@@ -290,9 +297,13 @@ key = g.eval_mask_key(settings, chunks)
 other = g.eval_mask_key({**settings, "max_length": 64}, chunks)
 edited = g.eval_mask_key(settings, chunks[:4] + ["edited"])
 cache = g.eval_mask_cache(folder, key)
-batches = g.shared_eval_batches(preprocess, chunks, 2, 0, cache, key)
+batches = g.shared_eval_batches(make_arrays, 2, cache, key)
+again = g.shared_eval_batches(lambda: 1 / 0, 2, cache, key)  # read back, not made again
+assert all((a[1] == b[1]).all() for a, b in zip(batches, again))
+no_glue = g.plan({**settings, "glue": False})
+assert no_glue[1] == [] and no_glue[2] == mlm_rows
 try:
-    g.shared_eval_batches(preprocess, chunks, 2, 0, cache, other)
+    g.shared_eval_batches(make_arrays, 2, cache, other)
     refused = ""
 except ValueError as error:
     refused = str(error)
@@ -316,8 +327,14 @@ def test_glue_lowrank_rows_and_mask_cache_carry_their_settings(tmp_path):
                 "train_examples", "dev_examples", "seed"):
         assert key in glue[0], key
     assert "mlm_epochs" not in glue[0] and "epochs" not in mlm[0]
-    for key in ("mlm_epochs", "mlm_learning_rate", "mlm_train_chunks", "max_length", "backbone"):
+    for key in ("mlm_adapt_epochs", "mlm_epochs", "mlm_learning_rate", "mlm_train_chunks",
+                "max_length", "backbone"):
         assert key in mlm[0], key
+    # The standard model is adapted first; the swap of each efficient variant is scored
+    # untrained, then every variant (the standard one too) continues with the same budget.
+    assert [(r["stage"], r["variant"]) for r in mlm] == [
+        ("adapt", "keras"), ("zero-shot", "lowrank(k=8)"), ("continue", "keras"),
+        ("continue", "lowrank(k=8)")]
     # The evaluation masks are cached per key: other settings or text get another file, and a
     # cache read under another key is refused instead of reused.
     assert out["batches"] == 3 and len(set(out["paths"])) == 3
