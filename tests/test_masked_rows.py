@@ -110,6 +110,9 @@ OPS = {
         q, k, v, tf.constant(m), chunk_size=4),
     "chunked_causal_window": lambda q, k, v, qk, kk, m: exact.chunked_attention(
         q, k, v, masks.MaskParts(query=qk, key=kk, causal=True, window=2), chunk_size=4),
+    "chunked_query_tiles": lambda q, k, v, qk, kk, m: exact.chunked_attention(
+        q, k, v, masks.MaskParts(query=qk, key=kk, causal=True, window=2), chunk_size=4,
+        query_chunk_size=3),
     "attention_probs": lambda q, k, v, qk, kk, m: exact.attention_probs(q, k, tf.constant(m)),
     "reference": lambda q, k, v, qk, kk, m: reference.reference_attention(
         q, k, v, tf.constant(m))[0],

@@ -58,6 +58,10 @@ def test_fused_and_chunked_match_oracle(t, s, case):
     for chunk in (1, 4, 64):
         got = exact.chunked_attention(q, k, v, parts, chunk_size=chunk)
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, err_msg=f"chunk={chunk}")
+    # Query tiles: one row each, uneven (5 -> 3+2, 13 -> 3*4+1 evened to 4 tiles of 4), all.
+    for tile in (1, 3, None):
+        got = exact.chunked_attention(q, k, v, parts, chunk_size=4, query_chunk_size=tile)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, err_msg=f"tile={tile}")
 
 
 def test_fully_masked_rows_are_zero():
@@ -81,24 +85,28 @@ def _grads(fn, q, k, v):
     return [np.asarray(g) for g in _tensor_grads(fn, q, k, v)]
 
 
+@pytest.mark.parametrize("tile", [None, 3], ids=["one-tile", "query-tiles"])
 @pytest.mark.parametrize("jit", ["auto", False])
-@pytest.mark.parametrize("case", ["none", "key_padding", "causal_and_key", "left_padding"])
-def test_chunked_gradients_match_plain(case, jit):
+@pytest.mark.parametrize("case", ["none", "key_padding", "causal_and_key", "left_padding",
+                                  "dense_random", "window"])
+def test_chunked_gradients_match_plain(case, jit, tile):
     q, k, v = _qkv(11, 11, seed=2)
     parts, _ = _mask_cases(11, 11, np.random.default_rng(4))[case]
     plain = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
     chunked = _grads(
-        lambda a, b, c: exact.chunked_attention(a, b, c, parts, chunk_size=4, jit_compile=jit),
+        lambda a, b, c: exact.chunked_attention(a, b, c, parts, chunk_size=4, jit_compile=jit,
+                                                query_chunk_size=tile),
         q, k, v)
     for g_plain, g_chunk in zip(plain, chunked):
         np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
 
 
-def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients():
+@pytest.mark.parametrize("tile", [1024, 4], ids=["one-tile", "query-tiles"])
+def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients(tile):
     q, k, v = _qkv(9, 10, seed=5)
     seed = tf.constant([7, 11], tf.int32)
     parts = masks.MaskParts(key=tf.constant(np.arange(10)[None].repeat(B, 0) < 8))
-    scale = exact.chunked_dropout_scale(seed, (B, N, 9, 10), 4, 0.3)
+    scale = exact.chunked_dropout_scale(seed, (B, N, 9, 10), 4, 0.3, query_chunk_size=tile)
     assert 0.0 < float(tf.reduce_mean(tf.cast(scale == 0.0, tf.float32))) < 0.6
 
     def plain(a, b, c):
@@ -107,7 +115,7 @@ def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients()
 
     def chunked(a, b, c):
         return exact.chunked_attention(a, b, c, parts, chunk_size=4, dropout_rate=0.3,
-                                       seed=seed, training=True)
+                                       seed=seed, training=True, query_chunk_size=tile)
 
     np.testing.assert_allclose(np.asarray(chunked(q, k, v)), np.asarray(plain(q, k, v)),
                                atol=1e-5)
@@ -115,13 +123,15 @@ def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients()
         np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
 
 
-def test_chunked_under_xla_values_and_gradients():
+@pytest.mark.parametrize("tile", [None, 2], ids=["one-tile", "query-tiles"])
+def test_chunked_under_xla_values_and_gradients(tile):
     q, k, v = _qkv(7, 7, seed=6)
     parts = masks.MaskParts(key=tf.constant(np.arange(7)[None].repeat(B, 0) < 5), causal=True)
     plain = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
     jitted = tf.function(
         lambda a, b, c: _tensor_grads(
-            lambda x, y, z: exact.chunked_attention(x, y, z, parts, chunk_size=3), a, b, c),
+            lambda x, y, z: exact.chunked_attention(x, y, z, parts, chunk_size=3,
+                                                    query_chunk_size=tile), a, b, c),
         jit_compile=True)
     for g_plain, g_xla in zip(plain, jitted(q, k, v)):
         np.testing.assert_allclose(np.asarray(g_xla), g_plain, atol=2e-5)
@@ -167,6 +177,9 @@ def test_bad_arguments():
     q, k, v = _qkv(3, 3)
     with pytest.raises(ValueError, match="chunk_size"):
         exact.chunked_attention(q, k, v, chunk_size=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="query_chunk_size must be a positive int or None"):
+            exact.chunked_attention(q, k, v, query_chunk_size=bad)
     with pytest.raises(ValueError, match="dropout_rate"):
         exact.fused_attention(q, k, v, dropout_rate=1.5)
     with pytest.raises(ValueError, match="attention_mask"):

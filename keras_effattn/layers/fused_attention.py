@@ -65,9 +65,10 @@ class FusedAttention(keras.layers.MultiHeadAttention):
     attention core (`_compute_attention`) is replaced: scores, mask, a float32 softmax, dropout
     and the weighted sum in one pass XLA fuses. Cost O(T·S) time and memory.
 
-    With ``chunk_size=C`` the keys are processed in blocks of C with an online softmax, and the
-    backward pass recomputes each block instead of storing the T×S matrix: time stays O(T·S)
-    but peak memory, in training as well as inference, is O(T·C) — linear in the length.
+    With ``chunk_size=C`` the keys are processed in blocks of C with an online softmax, the
+    queries in tiles of up to 1024 rows, and the backward pass recomputes each block instead of
+    storing the T×S matrix: time stays O(T·S) but peak memory, in training as well as
+    inference, is O(T·H + 1024·C) per head — linear in the length.
     Lengths that are not multiples of C are padded internally and masked. Without dropout the
     block loops are compiled with XLA (see `keras_effattn.ops.exact.chunked_attention`).
 

@@ -31,6 +31,9 @@ from keras_effattn.ops import masks as masks_lib
 
 
 _SCOPE = threading.local()
+# Query rows per tile of `chunked_attention`: [B, N, 1024, C] float32 score blocks (12 MB per
+# head group at C=256) keep the working set small while each block matmul stays large.
+DEFAULT_QUERY_CHUNK = 1024
 
 
 @contextlib.contextmanager
@@ -155,9 +158,11 @@ def dropout_scale(seed, shape, rate):
     return tf.where(keep, 65536.0 / (65536.0 - threshold), 0.0)
 
 
-def _block_dropout_scale(seed, block, shape, rate):
-    """Dropout multipliers for key block `block`, regenerated identically in backward."""
+def _block_dropout_scale(seed, block, shape, rate, tile=0):
+    """Dropout multipliers for key block `block` of query tile `tile`, regenerated identically
+    in backward."""
     block_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(block, tf.int32))
+    block_seed = tf.random.experimental.stateless_fold_in(block_seed, tf.cast(tile, tf.int32))
     return dropout_scale(block_seed, shape, rate)
 
 
@@ -172,7 +177,7 @@ def effective_chunk(key_len, chunk_size):
     return -(-key_len // blocks)
 
 
-def chunked_dropout_scale(seed, shape, chunk_size, rate):
+def chunked_dropout_scale(seed, shape, chunk_size, rate, query_chunk_size=DEFAULT_QUERY_CHUNK):
     """The full ``[B, N, T, S]`` dropout scale `chunked_attention` uses (for tests).
 
     Args:
@@ -180,15 +185,18 @@ def chunked_dropout_scale(seed, shape, chunk_size, rate):
         shape: ``(B, N, T, S)``.
         chunk_size: int, the key block size C.
         rate: float dropout rate.
+        query_chunk_size: int or None, the query tile size (as `chunked_attention`'s).
     """
     b, n, t, s = shape
     chunk_size = effective_chunk(s, chunk_size)
-    num_blocks = -(-s // chunk_size)
+    tile = effective_chunk(t, query_chunk_size or t)
     seed = _seed_tensor(seed)
-    blocks = [
-        _block_dropout_scale(seed, j, (b, n, t, chunk_size), rate) for j in range(num_blocks)
+    rows = [
+        tf.concat([_block_dropout_scale(seed, j, (b, n, tile, chunk_size), rate, i)
+                   for j in range(-(-s // chunk_size))], axis=-1)
+        for i in range(-(-t // tile))
     ]
-    return tf.concat(blocks, axis=-1)[..., :s]
+    return tf.concat(rows, axis=-2)[:, :, :t, :s]
 
 
 def chunked_attention(
@@ -202,10 +210,14 @@ def chunked_attention(
     seed=None,
     training=False,
     jit_compile="auto",
+    query_chunk_size=DEFAULT_QUERY_CHUNK,
 ):
     """Exact softmax attention over key blocks with an online softmax and a recomputing backward.
 
-    Peak memory (forward and backward) is O(B·N·T·C) instead of O(B·N·T·S).
+    Queries are processed in tiles of at most `query_chunk_size` rows, and each tile walks the
+    keys in blocks of `chunk_size`, so peak memory (forward and backward) is
+    O(B·N·(T·H + Tq·C)) instead of O(B·N·T·S): beyond the inputs, outputs and gradients
+    themselves, only one [B, N, Tq, C] block of scores lives at a time.
 
     Args:
         query: ``[B, T, N, H]`` in the compute dtype.
@@ -227,6 +239,8 @@ def chunked_attention(
             differ from TensorFlow's kernels, which `chunked_dropout_scale` reproduces, and
             XLA made MultiHeadAttention with dropout ~28× slower on a CPU, BUILD_NOTES) or
             inside `without_xla` (ONNX export).
+        query_chunk_size: int > 0 or None, default 1024: the largest query tile Tq (evened
+            out like the key blocks); None keeps all T queries in one tile.
 
     Returns:
         ``[B, T, N, Hv]`` in value's dtype. Equal (to float32 rounding) to `fused_attention`
@@ -240,6 +254,11 @@ def chunked_attention(
     """
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    if query_chunk_size is not None and (
+            isinstance(query_chunk_size, bool) or not isinstance(query_chunk_size, int)
+            or query_chunk_size <= 0):
+        raise ValueError(
+            f"query_chunk_size must be a positive int or None, got {query_chunk_size!r}.")
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r}.")
     _check_dropout(dropout_rate)
@@ -250,6 +269,12 @@ def chunked_attention(
     value = tf.convert_to_tensor(value)
     parts = masks_lib.as_mask_parts(mask_parts, query.shape[1], key.shape[1])
     chunk_size = effective_chunk(key.shape[1], chunk_size)
+    tile = query_chunk_size
+    if tile is None:
+        if query.shape[1] is None:
+            raise ValueError("query_chunk_size=None needs a static query length; pass an int.")
+        tile = query.shape[1]
+    tile = effective_chunk(query.shape[1], tile)
     rate = float(dropout_rate) if training else 0.0
     seed_t = _seed_tensor(seed) if rate > 0.0 else None
     use_xla = jit_compile
@@ -261,38 +286,53 @@ def chunked_attention(
     query_mask = tf.cast(parts.query, tf.bool) if parts.query is not None else None
     dense_mask = tf.cast(parts.dense, tf.bool) if parts.dense is not None else None
     # Key padding alone (KerasHub's mask) rides in the score matmul: a ones column on the
-    # queries meets a 0 / NEG_INF column on the keys, so no [B, N, T, C] pass applies the mask.
-    # float16 cannot hold NEG_INF, so there (and for other masks) a where() applies it.
+    # queries meets a 0 / NEG_INF column on the keys, so no [B, N, Tq, C] pass applies the
+    # mask. float16 cannot hold NEG_INF, so there (and for other masks) a where() applies it.
     key_bias = parts.is_padding_only and parts.query is None and dtype != tf.float16
 
     def prepare(q_scaled, k, v):
-        """Blocks and per-block scores, from shapes known inside (XLA needs them static)."""
+        """Tiles, blocks and per-block scores, from shapes known inside (XLA needs them
+        static)."""
         batch, t_len, s_len = tf.shape(q_scaled)[0], tf.shape(q_scaled)[1], tf.shape(k)[1]
         num_blocks = (s_len + chunk_size - 1) // chunk_size
-        s_pad = num_blocks * chunk_size
-        pad = s_pad - s_len
+        num_tiles = (t_len + tile - 1) // tile
+        s_pad, t_pad = num_blocks * chunk_size, num_tiles * tile
+        pad, t_extra = s_pad - s_len, t_pad - t_len
 
-        # Per-block masks: [nk, B, C] key padding and [nk, B, T|1, C] dense part.
+        # Per-block masks: [nk, B, C] key padding, [nq, B, 1, Tq, 1] query padding and
+        # [nq, nk, B, Tq|1, C] dense part.
         key_keep = key_mask if key_mask is not None else tf.ones([batch, s_len], tf.bool)
         key_keep = tf.broadcast_to(key_keep, [batch, s_len])
         key_keep = tf.pad(key_keep, [[0, 0], [0, pad]], constant_values=False)
         key_keep = tf.transpose(tf.reshape(key_keep, [batch, num_blocks, chunk_size]), [1, 0, 2])
-        query_keep = None if query_mask is None else query_mask[:, None, :, None]  # [B,1,T,1]
+        query_keep = None
+        if query_mask is not None:
+            query_keep = tf.pad(tf.broadcast_to(query_mask, [batch, t_len]),
+                                [[0, 0], [0, t_extra]], constant_values=False)
+            query_keep = tf.transpose(tf.reshape(query_keep, [batch, num_tiles, tile]), [1, 0, 2])
+            query_keep = query_keep[:, :, None, :, None]
         dense = None
         if dense_mask is not None:
-            rows = tf.shape(dense_mask)[1]
-            dense = tf.pad(dense_mask, [[0, 0], [0, 0], [0, pad]], constant_values=False)
-            dense = tf.reshape(dense, [tf.shape(dense)[0], rows, num_blocks, chunk_size])
-            dense = tf.transpose(dense, [2, 0, 1, 3])
-        positions = tf.range(t_len)
+            dense = dense_mask
+            rows = 1
+            if dense_mask.shape[1] != 1:
+                dense = tf.pad(tf.broadcast_to(dense, [tf.shape(dense)[0], t_len, s_len]),
+                               [[0, 0], [0, t_extra], [0, 0]], constant_values=False)
+                rows = tile
+            dense = tf.pad(dense, [[0, 0], [0, 0], [0, pad]], constant_values=False)
+            dense = tf.reshape(dense, [tf.shape(dense)[0], -1, rows, num_blocks, chunk_size])
+            dense = tf.transpose(dense, [1, 3, 0, 2, 4])  # [nq|1, nk, B, Tq|1, C]
+        offsets = tf.range(tile)
 
-        def block_keep(j):
+        def block_keep(i, j):
             keep = key_keep[j][:, None, None, :]  # [B, 1, 1, C]
             if query_keep is not None:
-                keep = tf.logical_and(keep, query_keep)
+                keep = tf.logical_and(keep, query_keep[i])
             if dense is not None:
-                keep = tf.logical_and(keep, dense[j][:, None, :, :])
+                rows_i = dense[tf.minimum(i, tf.shape(dense)[0] - 1)]
+                keep = tf.logical_and(keep, rows_i[j][:, None, :, :])
             if parts.causal or parts.window is not None:
+                positions = offsets + i * tile
                 cols = tf.range(chunk_size) + j * chunk_size
                 if parts.causal:
                     keep = tf.logical_and(keep, (positions[:, None] >= cols[None, :])[None, None])
@@ -311,6 +351,16 @@ def chunked_attention(
             x = tf.reshape(x, [batch, s_pad, heads, x.shape[-1]])
             return x[:, :s_len]
 
+        def to_tiles(x):  # [B, N, T, X] -> [nq, B, N, Tq, X]
+            x = tf.pad(x, [[0, 0], [0, 0], [0, t_extra], [0, 0]])
+            x = tf.reshape(x, [batch, heads, num_tiles, tile, x.shape[-1]])
+            return tf.transpose(x, [2, 0, 1, 3, 4])
+
+        def from_tiles(x):  # [nq, B, N, Tq, X] -> [B, N, T, X]
+            x = tf.transpose(x, [1, 2, 0, 3, 4])
+            x = tf.reshape(x, [batch, heads, t_pad, x.shape[-1]])
+            return x[:, :, :t_len]
+
         q_t = tf.transpose(q_scaled, [0, 2, 1, 3])  # [B, N, T, H]
         k_blocks, v_blocks = to_blocks(k), to_blocks(v)
         q_s, k_s_blocks = q_t, k_blocks
@@ -320,83 +370,115 @@ def chunked_attention(
                                    tf.concat([tf.shape(k_blocks)[:-1], [1]], axis=0))
             q_s = tf.concat([q_t, tf.ones_like(q_t[..., :1])], axis=-1)
             k_s_blocks = tf.concat([k_blocks, bias], axis=-1)
+        q_s_tiles = to_tiles(q_s)
 
-        def scores(j):  # [B, N, T, C] float32, masked keys NEG_INF
-            s = tf.cast(tf.matmul(q_s, k_s_blocks[j], transpose_b=True), tf.float32)
-            return s if key_bias else tf.where(block_keep(j), s, masks_lib.NEG_INF)
+        def scores(i, j):  # [B, N, Tq, C] float32, masked keys NEG_INF
+            s = tf.cast(tf.matmul(q_s_tiles[i], k_s_blocks[j], transpose_b=True), tf.float32)
+            return s if key_bias else tf.where(block_keep(i, j), s, masks_lib.NEG_INF)
 
-        return _Blocks(batch, t_len, num_blocks, q_t, k_blocks, v_blocks, scores, from_blocks)
+        return _Blocks(batch, num_tiles, num_blocks, to_tiles(q_t), k_blocks, v_blocks, scores,
+                       from_blocks, to_tiles, from_tiles)
 
     def forward(q_scaled, k, v):
         blocks = prepare(q_scaled, k, v)
-        shape = [blocks.batch, heads, blocks.t_len]
-        init = (
-            tf.fill(shape, tf.constant(masks_lib.NEG_INF, tf.float32)),
-            tf.zeros(shape, tf.float32),
-            tf.zeros(shape + [v.shape[-1]], tf.float32),
-        )
+        shape = [blocks.batch, heads, tile]
 
-        def step(j, m, norm, acc):
-            s = blocks.scores(j)
-            m_new = tf.maximum(m, tf.reduce_max(s, axis=-1))
-            # Masked scores are NEG_INF, so exp() zeroes them once the row has seen a real key;
-            # a row whose keys so far were all masked collects junk that the next real key's
-            # alpha = exp(NEG_INF - m) wipes, or that has_keys discards at the end.
-            p = tf.exp(s - m_new[..., None])
-            alpha = tf.exp(m - m_new)
-            norm = norm * alpha + tf.reduce_sum(p, axis=-1)
-            if rate > 0.0:
-                p = p * _block_dropout_scale(seed_t, j, tf.shape(p), rate)
-            acc = acc * alpha[..., None] + tf.cast(
-                tf.matmul(tf.cast(p, dtype), blocks.v_blocks[j]), tf.float32
+        def tile_step(i, outs, lses):
+            init = (
+                tf.fill(shape, tf.constant(masks_lib.NEG_INF, tf.float32)),
+                tf.zeros(shape, tf.float32),
+                tf.zeros(shape + [v.shape[-1]], tf.float32),
             )
-            return j + 1, m_new, norm, acc
 
-        # parallel_iterations=1: otherwise TensorFlow runs up to 10 blocks ahead and holds
-        # their [B, N, T, C] intermediates at once, losing the memory bound.
-        _, m, norm, acc = tf.while_loop(lambda j, *_: j < blocks.num_blocks, step,
-                                        (tf.constant(0),) + init, parallel_iterations=1)
-        has_keys = m > 0.5 * masks_lib.NEG_INF
-        safe_norm = tf.where(has_keys, norm, 1.0)
-        out_t = tf.where(has_keys[..., None], acc / safe_norm[..., None], 0.0)  # [B,N,T,Hv]
-        lse = tf.where(has_keys, m + tf.math.log(safe_norm), 0.0)
-        return out_t, lse
+            def step(j, m, norm, acc):
+                s = blocks.scores(i, j)
+                m_new = tf.maximum(m, tf.reduce_max(s, axis=-1))
+                # Masked scores are NEG_INF, so exp() zeroes them once the row has seen a real
+                # key; a row whose keys so far were all masked collects junk that the next real
+                # key's alpha = exp(NEG_INF - m) wipes, or that has_keys discards at the end.
+                p = tf.exp(s - m_new[..., None])
+                alpha = tf.exp(m - m_new)
+                norm = norm * alpha + tf.reduce_sum(p, axis=-1)
+                if rate > 0.0:
+                    p = p * _block_dropout_scale(seed_t, j, tf.shape(p), rate, i)
+                acc = acc * alpha[..., None] + tf.cast(
+                    tf.matmul(tf.cast(p, dtype), blocks.v_blocks[j]), tf.float32
+                )
+                return j + 1, m_new, norm, acc
+
+            # parallel_iterations=1: otherwise TensorFlow runs up to 10 blocks ahead and holds
+            # their [B, N, Tq, C] intermediates at once, losing the memory bound.
+            _, m, norm, acc = tf.while_loop(lambda j, *_: j < blocks.num_blocks, step,
+                                            (tf.constant(0),) + init, parallel_iterations=1)
+            has_keys = m > 0.5 * masks_lib.NEG_INF
+            safe_norm = tf.where(has_keys, norm, 1.0)
+            out = tf.where(has_keys[..., None], acc / safe_norm[..., None], 0.0)  # [B,N,Tq,Hv]
+            lse = tf.where(has_keys, m + tf.math.log(safe_norm), 0.0)
+            return i + 1, outs.write(i, out), lses.write(i, lse[..., None])
+
+        init = (tf.constant(0),
+                tf.TensorArray(tf.float32, size=blocks.num_tiles,
+                               element_shape=[None, heads, tile, v.shape[-1]]),
+                tf.TensorArray(tf.float32, size=blocks.num_tiles,
+                               element_shape=[None, heads, tile, 1]))
+        _, outs, lses = tf.while_loop(lambda i, *_: i < blocks.num_tiles, tile_step, init,
+                                      parallel_iterations=1)
+        return blocks.from_tiles(outs.stack()), blocks.from_tiles(lses.stack())[..., 0]
 
     def backward(d_out, q_scaled, k, v, out_t, lse):
         blocks = prepare(q_scaled, k, v)
-        q_t = blocks.q_t
         d_out_t = tf.transpose(tf.cast(d_out, tf.float32), [0, 2, 1, 3])  # [B, N, T, Hv]
-        delta = tf.reduce_sum(d_out_t * out_t, axis=-1)  # [B, N, T]
-        d_out_c = tf.cast(d_out_t, dtype)
+        delta = blocks.to_tiles(tf.reduce_sum(d_out_t * out_t, axis=-1)[..., None])[..., 0]
+        lse_tiles = blocks.to_tiles(lse[..., None])[..., 0]
+        d_out_tiles = blocks.to_tiles(tf.cast(d_out_t, dtype))
 
-        def back_step(j, d_q, d_k, d_v):
-            k_j, v_j = blocks.k_blocks[j], blocks.v_blocks[j]
-            p = tf.exp(blocks.scores(j) - lse[..., None])  # masked: exp(NEG_INF - lse) = 0
-            d_p = tf.cast(tf.matmul(d_out_c, v_j, transpose_b=True), tf.float32)
-            p_used = p
-            if rate > 0.0:
-                z = _block_dropout_scale(seed_t, j, tf.shape(p), rate)
-                p_used = p * z
-                d_p = d_p * z
-            d_v_j = tf.matmul(tf.cast(p_used, dtype), d_out_c, transpose_a=True)
-            d_s = tf.cast(p * (d_p - delta[..., None]), dtype)
-            d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
-            d_k_j = tf.matmul(d_s, q_t, transpose_a=True)
-            return j + 1, d_q, d_k.write(j, d_k_j), d_v.write(j, d_v_j)
+        def tile_step(i, d_q_tiles, d_k_sum, d_v_sum):
+            q_i, d_out_i = blocks.q_tiles[i], d_out_tiles[i]
+            lse_i, delta_i = lse_tiles[i][..., None], delta[i][..., None]
+
+            def back_step(j, d_q, d_k, d_v):
+                k_j, v_j = blocks.k_blocks[j], blocks.v_blocks[j]
+                p = tf.exp(blocks.scores(i, j) - lse_i)  # masked: exp(NEG_INF - lse) = 0
+                d_p = tf.cast(tf.matmul(d_out_i, v_j, transpose_b=True), tf.float32)
+                p_used = p
+                if rate > 0.0:
+                    z = _block_dropout_scale(seed_t, j, tf.shape(p), rate, i)
+                    p_used = p * z
+                    d_p = d_p * z
+                d_v_j = tf.matmul(tf.cast(p_used, dtype), d_out_i, transpose_a=True)
+                d_s = tf.cast(p * (d_p - delta_i), dtype)
+                d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
+                d_k_j = tf.matmul(d_s, q_i, transpose_a=True)
+                return j + 1, d_q, d_k.write(j, d_k_j), d_v.write(j, d_v_j)
+
+            init = (
+                tf.constant(0),
+                tf.zeros(tf.shape(q_i), tf.float32),
+                tf.TensorArray(dtype, size=blocks.num_blocks,
+                               element_shape=[None, heads, chunk_size, k.shape[-1]]),
+                tf.TensorArray(dtype, size=blocks.num_blocks,
+                               element_shape=[None, heads, chunk_size, v.shape[-1]]),
+            )
+            _, d_q, d_k, d_v = tf.while_loop(lambda j, *_: j < blocks.num_blocks, back_step,
+                                             init, parallel_iterations=1)
+            # One tile: the blocks are the gradients; more: each tile adds its share (float32).
+            d_k_sum = d_k_sum + tf.cast(d_k.stack(), tf.float32)
+            d_v_sum = d_v_sum + tf.cast(d_v.stack(), tf.float32)
+            return i + 1, d_q_tiles.write(i, d_q), d_k_sum, d_v_sum
 
         init = (
             tf.constant(0),
-            tf.zeros(tf.shape(q_t), tf.float32),
-            tf.TensorArray(dtype, size=blocks.num_blocks,
-                           element_shape=[None, heads, chunk_size, k.shape[-1]]),
-            tf.TensorArray(dtype, size=blocks.num_blocks,
-                           element_shape=[None, heads, chunk_size, v.shape[-1]]),
+            tf.TensorArray(tf.float32, size=blocks.num_tiles,
+                           element_shape=[None, heads, tile, k.shape[-1]]),
+            tf.zeros(tf.shape(blocks.k_blocks), tf.float32),
+            tf.zeros(tf.shape(blocks.v_blocks), tf.float32),
         )
-        _, d_q, d_k, d_v = tf.while_loop(lambda j, *_: j < blocks.num_blocks, back_step, init,
+        _, d_q, d_k, d_v = tf.while_loop(lambda i, *_: i < blocks.num_tiles, tile_step, init,
                                          parallel_iterations=1)
-        d_q = tf.cast(tf.transpose(d_q, [0, 2, 1, 3]), q_scaled.dtype)
-        d_k = blocks.from_blocks(d_k.stack())
-        d_v = blocks.from_blocks(d_v.stack())
+        d_q = tf.cast(tf.transpose(blocks.from_tiles(d_q.stack()), [0, 2, 1, 3]),
+                      q_scaled.dtype)
+        d_k = blocks.from_blocks(d_k)
+        d_v = blocks.from_blocks(d_v)
         return d_q, tf.cast(d_k, k.dtype), tf.cast(d_v, v.dtype)
 
     if use_xla:
@@ -423,10 +505,12 @@ class _Blocks(NamedTuple):
     """What `chunked_attention`'s forward and backward loops share (see its `prepare`)."""
 
     batch: object
-    t_len: object
+    num_tiles: object
     num_blocks: object
-    q_t: object
+    q_tiles: object
     k_blocks: object
     v_blocks: object
     scores: object
     from_blocks: object
+    to_tiles: object
+    from_tiles: object
