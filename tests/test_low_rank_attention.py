@@ -184,3 +184,38 @@ def test_bad_call_and_build_arguments():
         layer(x, x, use_causal_mask=True)
     with pytest.raises(ValueError, match="attention_mask"):
         layer(x, x, attention_mask=np.ones((2, 9, 4), bool))
+
+
+def test_segment_mean_start_is_exact_at_k_equal_length_and_pools_below():
+    x, mha = _mha(length=8)
+    want = np.asarray(mha(x, x))
+    exact_start = LowRankAttention.from_multi_head_attention(
+        mha, (None, 8, 8), k=8, max_length=8, projection_initializer="segment_mean")
+    np.testing.assert_allclose(np.asarray(exact_start(x, x)), want, atol=1e-5)
+    pooled = LowRankAttention.from_multi_head_attention(
+        mha, (None, 8, 8), k=4, max_length=8, projection_initializer="SEGMENT_MEAN",
+        share_heads=False)
+    pairs = np.kron(np.eye(4), np.full((2, 1), 0.5)).astype("float32")  # mean of 2 positions
+    for projection in (pooled.key_projection, pooled.value_projection):
+        np.testing.assert_array_equal(np.asarray(projection), np.stack([pairs, pairs]))
+    keep = np.ones((2, 8), bool)
+
+    def core(q, k, v, _):
+        return oracle.linformer_naive(q, k, v, pairs, pairs, keep)
+
+    expected, _ = oracle.mha_forward(mha.get_weights(), x, x, core=core)
+    np.testing.assert_allclose(np.asarray(pooled(x, x)), expected, atol=1e-5)
+
+
+def test_segment_mean_saves_and_reloads(tmp_path):
+    x, _ = _mha()
+    inputs = keras.Input((9, 8))
+    layer = LowRankAttention(num_heads=2, key_dim=4, k=3, max_length=9,
+                             projection_initializer="segment_mean")
+    model = keras.Model(inputs, layer(inputs, inputs))
+    path = tmp_path / "segment_mean.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown projection_initializer 'pooling'"):
+        LowRankAttention(num_heads=2, key_dim=4, k=3, projection_initializer="pooling")

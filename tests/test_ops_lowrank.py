@@ -64,3 +64,20 @@ def test_svd_factors_full_rank_exact_and_error_falls():
     assert all(a >= b for a, b in zip(errors, errors[1:]))
     with pytest.raises(ValueError, match="rank"):
         lowrank.svd_factors(w, 9)
+
+
+@pytest.mark.parametrize("length,k", [(8, 8), (8, 4), (10, 3), (3, 5)])
+def test_segment_mean_projection_averages_contiguous_segments(length, k):
+    e = lowrank.segment_mean_projection(length, k)
+    assert e.shape == (length, k)
+    # Every position lands in exactly one slot; slots hold contiguous positions in order.
+    assert np.all((e > 0).sum(axis=1) == 1)
+    slots = e.argmax(axis=1)
+    assert np.all(np.diff(slots) >= 0)
+    used = e.sum(axis=0) > 0
+    np.testing.assert_allclose(e.sum(axis=0)[used], 1.0, rtol=1e-6)  # a mean per used slot
+    assert used.sum() == min(length, k)
+    if length == k:
+        np.testing.assert_array_equal(e, np.eye(length))
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        lowrank.segment_mean_projection(length, 0)

@@ -2,7 +2,7 @@
 
 from keras_effattn.layers.favor_attention import FavorAttention
 from keras_effattn.layers.fused_attention import FusedAttention
-from keras_effattn.layers.low_rank_attention import LowRankAttention
+from keras_effattn.layers.low_rank_attention import LowRankAttention, SegmentMean
 from keras_effattn.layers.spec import (
     ALIASES,
     KINDS,
@@ -20,6 +20,7 @@ __all__ = [
     "FusedAttention",
     "LayerSpec",
     "LowRankAttention",
+    "SegmentMean",
     "attention_class",
     "format_attention_spec",
     "make_attention",

@@ -52,6 +52,30 @@ def _reseeded(initializer):
 
 
 @keras.saving.register_keras_serializable(package="keras_effattn")
+class SegmentMean(keras.initializers.Initializer):
+    """Initialises Linformer projections ``[..., L, k]`` to segment means
+    (`keras_effattn.ops.lowrank.segment_mean_projection`), the same for every head.
+
+    Pass ``projection_initializer="segment_mean"`` (also in a spec:
+    ``"lowrank(k=128,max_length=256,projection_initializer=segment_mean)"``). The segments split
+    the L = ``max_length`` rows, so set ``max_length`` to the length the model runs at to use
+    all k slots (at S < L only the first ``S·k/L`` slots receive keys).
+    """
+
+    def __call__(self, shape, dtype=None):
+        projection = lowrank.segment_mean_projection(int(shape[-2]), int(shape[-1]))
+        return keras.ops.cast(keras.ops.broadcast_to(projection, tuple(shape)),
+                              dtype or "float32")
+
+    def get_config(self):
+        return {}
+
+
+# Initializers named by a string in `projection_initializer` besides Keras' own.
+PROJECTION_INITIALIZERS = {"segment_mean": SegmentMean}
+
+
+@keras.saving.register_keras_serializable(package="keras_effattn")
 class LowRankAttention(keras.layers.MultiHeadAttention):
     """Linformer multi-head attention: keys and values projected along the sequence to k.
 
@@ -99,6 +123,8 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
         qkv_rank: int > 0 or None, rank of the Q/K/V projections (<= min(dim, N·H)).
         projection_initializer: initializer of E and F. Defaults to N(0, 1/k). A seeded
             random initializer draws F with the next seed, so E and F start independent.
+            ``"segment_mean"`` (`SegmentMean`) starts both as means of contiguous segments,
+            which keeps a pretrained model's attention over positions.
         seed: int or None, seeds the default projection initializer and dropout.
         **kwargs: other `keras.layers.MultiHeadAttention` arguments.
 
@@ -152,7 +178,15 @@ class LowRankAttention(keras.layers.MultiHeadAttention):
         if projection_initializer is None:
             projection_initializer = keras.initializers.RandomNormal(
                 stddev=1.0 / float(k or 1) ** 0.5, seed=seed)
-        self.projection_initializer = keras.initializers.get(projection_initializer)
+        if isinstance(projection_initializer, str) and (
+                projection_initializer.lower() in PROJECTION_INITIALIZERS):
+            projection_initializer = PROJECTION_INITIALIZERS[projection_initializer.lower()]()
+        try:
+            self.projection_initializer = keras.initializers.get(projection_initializer)
+        except ValueError as error:
+            raise ValueError(
+                f"Unknown projection_initializer {projection_initializer!r}: use a Keras "
+                f"initializer or one of {sorted(PROJECTION_INITIALIZERS)}.") from error
 
     def build(self, query_shape, value_shape, key_shape=None):
         check_mha_layout(self, query_shape)

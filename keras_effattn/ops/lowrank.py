@@ -174,6 +174,33 @@ def implied_attention_matrix(probs, value_projection, key_keep=None, num_keys=No
     return mat
 
 
+def segment_mean_projection(length, k):
+    """A ``[length, k]`` projection that averages contiguous segments of positions.
+
+    Row s (a position) goes to slot ``j = floor(s · k / length)`` with weight ``1 / |segment
+    j|``, so ``Eᵀ K`` is the mean key of each of k consecutive segments (pooling by
+    ``length / k`` positions). With ``k = length`` it is the identity (exact attention); with
+    ``k > length`` the extra slots receive nothing and are left out of the softmax. As a
+    Linformer start it keeps a pretrained model's attention over positions (each pooled slot
+    stands for its neighbourhood) where a random E scrambles it.
+
+    Example:
+    >>> segment_mean_projection(4, 2)
+    array([[0.5, 0. ],
+           [0.5, 0. ],
+           [0. , 0.5],
+           [0. , 0.5]], dtype=float32)
+    """
+    for name, value in (("length", length), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    slots = (np.arange(length) * k) // length
+    counts = np.bincount(slots, minlength=k)
+    projection = np.zeros((length, k), np.float32)
+    projection[np.arange(length), slots] = 1.0 / counts[slots]
+    return projection
+
+
 def svd_factors(kernel, rank):
     """Truncated-SVD factors of a ``[D, ...]`` kernel: ``down [D, R]``, ``up [R, ...]``.
 
