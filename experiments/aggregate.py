@@ -59,11 +59,8 @@ def _device(folder):
     if config is None:
         return "unknown device"
     device = io.read_json(config).get("metadata", {}).get("device", {})
-    names = ", ".join(device.get("gpus") or []) or device.get("cpu_model", "CPU")
-    if device.get("cpu_isa"):
-        names += f" ({device['cpu_isa']})"
     quick = io.read_json(config).get("settings", {}).get("quick")
-    return f"{device.get('kind', '?')}: {names}" + (" (quick mode)" if quick else "")
+    return suite.device_label(device) + (" (quick mode)" if quick else "")
 
 
 def variants_rows(rows):

@@ -153,6 +153,38 @@ def predictions_of(run_dir):
     return io.read_json(pathlib.Path(run_dir) / "metrics.json")["evaluation"]["predictions"]
 
 
+def device_label(device):
+    """A run's device, from its metadata's ``device`` dict: ``"CPU: AMD EPYC (family 25,
+    model 17) (AVX2, AVX-512)"`` or ``"GPU: <names>"``."""
+    names = ", ".join(device.get("gpus") or []) or device.get("cpu_model", "CPU")
+    if device.get("cpu_isa"):
+        names += f" ({device['cpu_isa']})"
+    return f"{device.get('kind', '?')}: {names}"
+
+
+def run_devices(out_dir, rows):
+    """``{device label: number of rows}`` over the finished rows' run folders (each run's
+    ``config.json``), so a sweep resumed on another machine says so."""
+    counts = {}
+    for row in rows:
+        config = pathlib.Path(out_dir) / str(row.get("run_dir", "")) / "config.json"
+        device = io.read_json(config).get("metadata", {}).get("device", {}) if (
+            row.get("run_dir") and config.is_file()) else {}
+        label = device_label(device) if device else "unknown device"
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def devices_note(counts):
+    """One line for a summary: the machine the rows ran on, or a warning when they mix."""
+    if len(counts) == 1:
+        label, n = next(iter(counts.items()))
+        return f"All {n} runs on {label}."
+    listed = "; ".join(f"{n} on {label}" for label, n in counts.items())
+    return (f"**Rows from {len(counts)} machines** ({listed}): time, latency, memory and "
+            "energy columns mix them; compare those only within one machine.")
+
+
 def write_sweep_config(out_dir, question, settings):
     """Writes ``<out_dir>/config.json``: the question, the sweep's settings and run metadata.
 

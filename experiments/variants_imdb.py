@@ -189,7 +189,8 @@ def summarise(results, variants, labels, out_dir):
         for s in summary
     ]
     text = (f"# {QUESTION}\n\nBaseline: `{baseline}`. Mean ± std over seeds; p-values against "
-            "the baseline (Welch over seeds; paired bootstrap over test reviews, first seed).\n\n"
+            "the baseline (Welch over seeds; paired bootstrap over test reviews, first seed). "
+            + suite.devices_note(suite.run_devices(out_dir, results)) + "\n\n"
             + suite.markdown_table(table, list(table[0])))
     io.write_text(f"{out_dir}/summary.md", text)
     labels_ = [s["variant"] for s in summary]

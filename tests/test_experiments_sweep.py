@@ -193,3 +193,20 @@ def test_prepare_sweep_refuses_a_changed_setting_before_rewriting_config(tmp_pat
                             [([{"run_id": "a", "epochs": 2}], "")])
     assert (out / "config.json").read_bytes() == config
     assert io.read_json(out / "config.json")["settings"]["epochs"] == 1
+
+
+def test_run_devices_say_when_a_resumed_sweep_mixes_machines(tmp_path):
+    zen4 = {"kind": "CPU", "cpu_model": "AMD EPYC (family 25, model 17)",
+            "cpu_isa": "AVX2, AVX-512", "gpus": []}
+    xeon = {"kind": "CPU", "cpu_model": "Intel Xeon", "cpu_isa": "AVX2, AVX-512, AMX",
+            "gpus": []}
+    for name, device in (("a", zen4), ("b", zen4), ("c", xeon)):
+        io.write_json(tmp_path / "runs" / name / "config.json", {"metadata": {"device": device}})
+    rows = [{"run_dir": f"runs/{name}"} for name in "abc"]
+    one = suite.run_devices(tmp_path, rows[:2])
+    assert one == {"CPU: AMD EPYC (family 25, model 17) (AVX2, AVX-512)": 2}
+    assert suite.devices_note(one).startswith("All 2 runs on CPU: AMD EPYC")
+    mixed = suite.run_devices(tmp_path, rows + [{"run_dir": "runs/missing"}])
+    assert list(mixed.values()) == [2, 1, 1] and "unknown device" in mixed
+    note = suite.devices_note(mixed)
+    assert note.startswith("**Rows from 3 machines**") and "1 on CPU: Intel Xeon" in note
