@@ -144,6 +144,15 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
     assert "valid split and evaluated on the test split" in summary
     for name in ("glue_scores.png", "perplexity.png", "config.json"):
         assert (out / name).is_file(), name
+    # One part alone: the GLUE rows are all finished (skipped), and the summary keeps the
+    # WikiText rows the switched-off part left.
+    run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               "--tasks=MRPC;STS-B", "--variants=keras;lowrank(k=none,qkv_rank=4)",
+               "--train_examples=32", "--train_caps=MRPC=24", "--dev_examples=16",
+               "--zero_shot=lowrank(k=none,qkv_rank=4)", "--batch_size=8", "--max_length=32",
+               "--noperplexity")
+    assert _rows(out) == all_rows
+    assert "## WikiText-2 masked-LM perplexity" in (out / "summary.md").read_text()
 
 
 def test_glue_lowrank_names_an_unknown_task(tmp_path, data_dir):
