@@ -24,7 +24,30 @@ IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 GLUE_FOLDER = "glue"
 COMMON_FLAGS = ("data_dir", "output_dir", "overwrite", "seed")
 UsageError = cli.UsageError
-run = cli.run_absl
+
+
+def run(main):
+    """Runs a script's ``main`` under `keras_effattn_runtime.cli`'s exit-status contract.
+
+    A sweep script given ``--fresh_process_per_row`` (`experiments.suite.define_tier_flags`)
+    instead runs itself again in child processes, one new row each
+    (`experiments.sweep.run_in_fresh_processes`), and exits with the last child's status.
+    """
+    import sys
+
+    def dispatch(argv):
+        if ("fresh_process_per_row" in flags.FLAGS and flags.FLAGS.fresh_process_per_row):
+            from experiments import sweep
+
+            if not sweep.in_fresh_process_child():
+                spec = getattr(sys.modules["__main__"], "__spec__", None)
+                if spec is None:
+                    raise UsageError("--fresh_process_per_row re-runs the script as a module: "
+                                     "start it with `python -m experiments.<script>`.")
+                return sweep.run_in_fresh_processes(spec.name, sys.argv[1:])
+        return main(argv)
+
+    cli.run_absl(dispatch)
 
 
 def define_common_flags():

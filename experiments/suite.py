@@ -163,16 +163,25 @@ def device_label(device):
 
 
 def run_devices(out_dir, rows):
-    """``{device label: number of rows}`` over the finished rows' run folders (each run's
-    ``config.json``), so a sweep resumed on another machine says so."""
+    """``{device label: number of rows}`` over finished sweep rows, so a sweep resumed on
+    another machine says so: each run folder's ``config.json`` (engine runs), else the CPU
+    the sweep runner recorded in the row."""
     counts = {}
     for row in rows:
         config = pathlib.Path(out_dir) / str(row.get("run_dir", "")) / "config.json"
         device = io.read_json(config).get("metadata", {}).get("device", {}) if (
             row.get("run_dir") and config.is_file()) else {}
+        if not device and row.get("cpu_model"):
+            device = {"kind": "CPU", "cpu_model": row["cpu_model"],
+                      "cpu_isa": row.get("cpu_isa")}
         label = device_label(device) if device else "unknown device"
         counts[label] = counts.get(label, 0) + 1
     return counts
+
+
+def fresh_processes(rows):
+    """True when every row ran in a process of its own (``rows_before_in_process == 0``)."""
+    return all(str(row.get("rows_before_in_process", "")) == "0" for row in rows)
 
 
 def devices_note(counts):
@@ -257,6 +266,10 @@ def define_tier_flags():
         "(pretrained model, sized for 2 CPU cores: the published tables) or 'full' (GPU-sized "
         "defaults). Flags given explicitly win over the tier's values.")
     flags.DEFINE_bool("quick", False, "Shorthand for --tier=quick.")
+    flags.DEFINE_bool(
+        "fresh_process_per_row", False, "Run each new row of the sweep in a fresh child "
+        "process, so its peak memory and latency do not depend on the rows run before it "
+        "(costs a few seconds of start-up per row).")
 
 
 def define_imdb_training_flags():

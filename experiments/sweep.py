@@ -18,7 +18,8 @@ mixing results from different settings in one table.
 Each finished row also records the conditions it ran under: ``wall_seconds`` (the whole run),
 ``load_1min_start``/``load_1min_end`` (the CPU's 1-minute load average: a busy machine explains a
 slow row), ``cpu_model`` and ``cpu_isa`` (AVX2 / AVX-512 / VNNI / AMX: int8 and bf16 speed depend
-on it).
+on it) and ``rows_before_in_process`` (0 for a row that ran in a fresh process; a row's peak
+memory includes what the rows before it left behind, see `run_in_fresh_processes`).
 
 Example:
 
@@ -31,13 +32,21 @@ Example:
 """
 
 import math
+import os
 import pathlib
 import re
+import subprocess
+import sys
 import time
 
 from keras_effattn.utils import io, metadata
 
 ROW_FILE = "row.json"
+# A child of `run_in_fresh_processes` runs at most this many new rows, then exits with
+# `ROWS_REMAIN_EXIT` when unfinished rows remain.
+ROWS_PER_PROCESS_ENV = "KERAS_EFFATTN_ROWS_PER_PROCESS"
+ROWS_REMAIN_EXIT = 3
+_new_rows_run = 0  # new rows run by this process, over all its sweeps
 STARTED_DIR = "started"  # <out_dir>/started/<run_id>.json: a started row's settings
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -165,9 +174,13 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
         if skipped:
             result = io.read_json(marker)["result"]
         else:
+            _stop_if_this_process_is_done()
             run_dir.mkdir(parents=True, exist_ok=True)
             io.write_json(out_dir / STARTED_DIR / f"{row['run_id']}.json", row)
-            conditions = {"load_1min_start": metadata.load_average()}
+            # How many rows this process ran before this one (0: a fresh process): a row's
+            # peak RSS includes what earlier rows left in the process.
+            conditions = {"load_1min_start": metadata.load_average(),
+                          "rows_before_in_process": _new_rows_run - 1}
             start = time.perf_counter()
             produced = run_fn(dict(row), run_dir)
             conditions.update(wall_seconds=round(time.perf_counter() - start, 2),
@@ -186,6 +199,40 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
         if on_row_done is not None:
             on_row_done(result, skipped)
     return results
+
+
+def _stop_if_this_process_is_done():
+    """In a child of `run_in_fresh_processes`: exit `ROWS_REMAIN_EXIT` before a new row once
+    this process has run its share; otherwise count the row about to run."""
+    global _new_rows_run
+    limit = int(os.environ.get(ROWS_PER_PROCESS_ENV) or 0)
+    if limit and _new_rows_run >= limit:
+        raise SystemExit(ROWS_REMAIN_EXIT)
+    _new_rows_run += 1
+
+
+def run_in_fresh_processes(module, args, rows_per_process=1):
+    """Runs ``python -m <module> <args>`` again and again, each child running at most
+    `rows_per_process` new rows of its sweep(s) before it exits, until one finishes them all.
+
+    Each row then starts from a fresh process: its peak memory and latency do not depend on
+    what ran before it (TensorFlow's allocator keeps what earlier rows freed, so in one long
+    process a row's peak RSS grows with its position in the sweep), and a row that leaks cannot
+    slow the next. The child that runs the last unfinished row goes on to write the summaries.
+
+    Returns:
+        The exit status of the last child: 0 when the sweep finished, else the failing child's.
+    """
+    env = {**os.environ, ROWS_PER_PROCESS_ENV: str(int(rows_per_process))}
+    while True:
+        status = subprocess.call([sys.executable, "-m", module, *args], env=env)
+        if status != ROWS_REMAIN_EXIT:
+            return status
+
+
+def in_fresh_process_child():
+    """True in a child of `run_in_fresh_processes`."""
+    return bool(os.environ.get(ROWS_PER_PROCESS_ENV))
 
 
 def _write_table(out_dir, results, columns):

@@ -1,6 +1,7 @@
 """Tests for the sweep runner (resume, skip, stale settings) and the statistics helpers."""
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -210,3 +211,62 @@ def test_run_devices_say_when_a_resumed_sweep_mixes_machines(tmp_path):
     assert list(mixed.values()) == [2, 1, 1] and "unknown device" in mixed
     note = suite.devices_note(mixed)
     assert note.startswith("**Rows from 3 machines**") and "1 on CPU: Intel Xeon" in note
+
+
+def test_a_child_runs_its_share_of_new_rows_then_exits_3(tmp_path, monkeypatch):
+    monkeypatch.setenv(sweep.ROWS_PER_PROCESS_ENV, "1")
+    monkeypatch.setattr(sweep, "_new_rows_run", 0)
+    ran = []
+
+    def run_fn(row, run_dir):
+        ran.append(row["x"])
+        return {"y": row["x"]}
+
+    with pytest.raises(SystemExit) as stopped:
+        sweep.run_sweep(_rows([1, 2, 3]), run_fn, tmp_path)
+    assert stopped.value.code == sweep.ROWS_REMAIN_EXIT and ran == [1]
+    monkeypatch.setattr(sweep, "_new_rows_run", 0)  # the next child
+    with pytest.raises(SystemExit):
+        sweep.run_sweep(_rows([1, 2, 3]), run_fn, tmp_path)
+    monkeypatch.setattr(sweep, "_new_rows_run", 0)
+    results = sweep.run_sweep(_rows([1, 2, 3]), run_fn, tmp_path)  # runs the last one, no exit
+    assert ran == [1, 2, 3] and [r["y"] for r in results] == [1, 2, 3]
+    assert [r["rows_before_in_process"] for r in results] == [0, 0, 0]
+    assert suite.fresh_processes(results)
+
+
+def test_rows_record_how_many_rows_their_process_ran_before(tmp_path, monkeypatch):
+    monkeypatch.delenv(sweep.ROWS_PER_PROCESS_ENV, raising=False)
+    monkeypatch.setattr(sweep, "_new_rows_run", 0)
+    results = sweep.run_sweep(_rows([1, 2, 3]), lambda row, run_dir: {}, tmp_path)
+    assert [r["rows_before_in_process"] for r in results] == [0, 1, 2]
+    assert not suite.fresh_processes(results)
+
+
+def _fresh_sweep(out, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != sweep.ROWS_PER_PROCESS_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.fresh_process_sweep", f"--output_dir={out}",
+         "--fresh_process_per_row", *args], cwd=pathlib.Path(__file__).resolve().parents[1],
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True, timeout=600,
+        check=False)
+
+
+@pytest.mark.slow
+def test_fresh_process_per_row_runs_each_row_in_its_own_process(tmp_path):
+    proc = _fresh_sweep(tmp_path / "ok")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = io.read_csv(tmp_path / "ok" / "results.csv")
+    pids = [int(r["pid"]) for r in rows]
+    assert len(set(pids)) == 3 and suite.fresh_processes(rows)
+    # The child of the last row found no row left and wrote the summary.
+    summary = (tmp_path / "ok" / "summary.txt").read_text()
+    assert summary == f"3 rows, summarised by {pids[-1]}"
+    # A failing row stops the loop with that child's status; the rows before it are kept.
+    failed = _fresh_sweep(tmp_path / "bad", "--fail_on=r1")
+    assert failed.returncode == 1 and "row r1 failed" in failed.stderr
+    assert [r["run_id"] for r in io.read_csv(tmp_path / "bad" / "results.csv")] == ["r0"]
