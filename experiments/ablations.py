@@ -1,6 +1,6 @@
 """Ablations: how much do frozen layers, epochs, batch size, layer-wise LR decay, heads, hidden
-size, the FAVOR+ feature count, the Linformer projected length k and the hybrid layer pattern
-matter on IMDB?
+size, the FAVOR+ feature count, the Linformer projected length k and the start of its
+projections, and the hybrid layer pattern matter on IMDB?
 
 Each group varies one setting of a common base run and keeps the rest: freezing the bottom
 layers, epochs and batch size on the (pretrained) backbone; heads and hidden size on from-scratch
@@ -14,8 +14,9 @@ runs/quick/ablations/:
     python -m experiments.ablations --quick
 
 CPU tier (the published table: pretrained MiniLM-L6, the main job's recipe, 2,000/2,000 reviews,
-length 256; freezing, epochs, batch, layer-wise LR decay, FAVOR+ features, Linformer k; 14 rows
-of 4-12 minutes on 2 cores), writes runs/cpu/ablations/ (``--publish``: results/cpu/ablations/):
+length 256; freezing, epochs, batch, layer-wise LR decay, FAVOR+ features, Linformer k and the
+start of its projections (random vs segment means); 16 rows of 4-12 minutes on 2 cores), writes
+runs/cpu/ablations/ (``--publish``: results/cpu/ablations/):
 
     python -m experiments.ablations --tier=cpu
 
@@ -36,7 +37,7 @@ from absl import flags
 from experiments import common, suite, sweep
 
 GROUPS = ("freeze", "epochs", "batch", "layer_decay", "heads", "hidden", "favor_features",
-          "lowrank_k", "hybrid")
+          "lowrank_k", "lowrank_init", "hybrid")
 FLAGS = flags.FLAGS
 common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
 suite.define_publish_flag()  # --publish
@@ -55,6 +56,11 @@ flags.DEFINE_string("heads", "4;8;16", "Heads of the from-scratch model.")
 flags.DEFINE_string("hidden", "128;256;512", "Hidden sizes of the from-scratch model.")
 flags.DEFINE_string("favor_features", "16;64;256", "FAVOR+ random features.")
 flags.DEFINE_string("lowrank_k", "16;64;128", "Linformer projected lengths.")
+flags.DEFINE_string("lowrank_init", "random;segment_mean",
+                    "Linformer projection starts: 'random' (N(0, 1/k)) or 'segment_mean' "
+                    "(means of contiguous segments, keeps the pretrained attention's positions).")
+flags.DEFINE_integer("base_lowrank_k", 128, "Linformer k of the lowrank_init rows (with "
+                     "max_length set to --max_length, so every slot receives keys).")
 flags.DEFINE_string("hybrid", "exact*3,favor*3;favor*3,exact*3;alternate:exact,favor",
                     "';'-separated hybrid specs (features from --base_favor_features).")
 flags.DEFINE_integer("scratch_layers", 4, "Layers of the from-scratch model (heads/hidden).")
@@ -80,6 +86,7 @@ QUICK = {
     "hidden": "32;128",
     "favor_features": "8;32",
     "lowrank_k": "8;32",
+    "base_lowrank_k": 16,
     "hybrid": "exact,favor;favor,exact",
     "scratch_layers": 2,
     "scratch_hidden": 64,
@@ -95,11 +102,11 @@ QUICK = {
 }
 # The seed study's questions on the pretrained MiniLM-L6 with the main job's recipe (lr 1e-4, one
 # epoch, frozen token embedding, no XLA), 2,000/2,000 reviews, length 256: freezing, epochs, batch
-# size, layer-wise LR decay, FAVOR+ features and Linformer k (14 rows; the architecture groups
-# need from-scratch models and stay in the quick / full tiers).
+# size, layer-wise LR decay, FAVOR+ features, Linformer k and its projections' start (16 rows; the
+# architecture groups need from-scratch models and stay in the quick / full tiers).
 CPU = {
     **suite.MAIN_JOB_RECIPE,
-    "groups": "freeze;epochs;batch;layer_decay;favor_features;lowrank_k",
+    "groups": "freeze;epochs;batch;layer_decay;favor_features;lowrank_k;lowrank_init",
     "freeze": "0;2;4",
     "epochs_values": "1;2;3",
     "batch": "8;16;32",
@@ -113,7 +120,8 @@ CPU = {
 PRESETS = {"quick": QUICK, "cpu": CPU}
 NAMES = ("output_dir", "backbone", "groups", "freeze", "epochs_values", "batch",
          "layer_decay_values", "heads",
-         "hidden", "favor_features", "lowrank_k", "hybrid", "scratch_layers", "scratch_hidden",
+         "hidden", "favor_features", "lowrank_k", "lowrank_init", "base_lowrank_k", "hybrid",
+         "scratch_layers", "scratch_hidden",
          "scratch_heads", "base_favor_features", "epochs", "batch_size", "learning_rate",
          "scratch_learning_rate", "max_length", "train_per_class", "test_per_class",
          "jit_compile", "freeze_embeddings", "seed")
@@ -121,7 +129,7 @@ QUESTION = "Which settings matter: freezing, epochs, batch, heads, width, featur
 NAME = "ablations"
 # The value lists (one row per value) and the group list: not carried by the rows.
 VALUE_LISTS = ("groups", "freeze", "epochs_values", "batch", "layer_decay_values", "heads",
-               "hidden", "favor_features", "lowrank_k", "hybrid")
+               "hidden", "favor_features", "lowrank_k", "lowrank_init", "hybrid")
 
 
 def group_rows(group, settings):
@@ -158,6 +166,14 @@ def group_rows(group, settings):
     if group == "lowrank_k":
         return [(v, base, f"lowrank(k={v})", lr)
                 for v in suite.split_list(settings["lowrank_k"], int)]
+    if group == "lowrank_init":
+        inits = {"random": "", "segment_mean": ",projection_initializer=segment_mean"}
+        values = suite.split_list(settings["lowrank_init"])
+        unknown = sorted(set(values) - set(inits))
+        if unknown:
+            raise ValueError(f"--lowrank_init names {unknown}; choose from {sorted(inits)}.")
+        k, length = settings["base_lowrank_k"], settings["max_length"]
+        return [(v, base, f"lowrank(k={k},max_length={length}{inits[v]})", lr) for v in values]
     if group == "hybrid":
         options = {"favor": {"num_features": settings["base_favor_features"]}}
         return [(v, base, v, {**lr, "options": options})

@@ -185,11 +185,16 @@ def test_energy_study_quick(tmp_path, data_dir):
 def test_ablations_quick(tmp_path, data_dir):
     out = tmp_path / "ablations"
     run_script("ablations", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
-               *TINY_IMDB, "--groups=freeze;heads;hybrid", "--freeze=0;2", "--heads=2;4")
+               *TINY_IMDB, "--groups=freeze;heads;lowrank_init;hybrid", "--freeze=0;2",
+               "--heads=2;4")
     rows = _rows(out)
     assert [(r["group"], r["value"]) for r in rows] == [
         ("freeze", "0"), ("freeze", "2"), ("heads", "2"), ("heads", "4"),
+        ("lowrank_init", "random"), ("lowrank_init", "segment_mean"),
         ("hybrid", "exact,favor"), ("hybrid", "favor,exact")]
+    inits = [r["attention"] for r in rows if r["group"] == "lowrank_init"]
+    assert inits == [f"lowrank(k=16,max_length={r['max_length']})" for r in rows[4:5]] + [
+        f"lowrank(k=16,max_length={rows[5]['max_length']},projection_initializer=segment_mean)"]
     frozen = {r["value"]: int(r["trainable_params"]) for r in rows if r["group"] == "freeze"}
     assert frozen["2"] < frozen["0"]
     for name in ("freeze.png", "heads.png", "hybrid.png", "summary.md"):
