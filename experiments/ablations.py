@@ -260,7 +260,7 @@ def report(results, out_dir):
     columns = ["group", "value", "attention", "accuracy", "macro_f1", "eval_loss",
                "epoch_seconds", "peak_host_rss_mb", "trainable_params"]
     io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nOne seed per row. "
-                  + suite.devices_note(suite.run_devices(out_dir, results)) + "\n\n"
+                  + suite.conditions_note(out_dir, results) + "\n\n"
                   + suite.markdown_table(results, columns))
 
 

@@ -205,7 +205,7 @@ def report(results, out_dir):
     lines = [f"# {QUESTION}", "", f"One seed per row; `{results[0]['setting']}` is the baseline "
              "the ratios compare with." if results else "", "",
              "Energy was obtained as: " + "; ".join(methods) + ".", "",
-             suite.devices_note(suite.run_devices(out_dir, results)), ""]
+             suite.conditions_note(out_dir, results), ""]
     if slower:
         lines += ["Trained more than 5% slower than the baseline on this machine: "
                   + ", ".join(slower) + ".", ""]

@@ -184,6 +184,20 @@ def fresh_processes(rows):
     return all(str(row.get("rows_before_in_process", "")) == "0" for row in rows)
 
 
+SHARED_PROCESS_NOTE = (
+    "Peak RSS is the process's peak during the run, and some rows ran after others in the "
+    "same process (`rows_before_in_process` in results.csv; `--fresh_process_per_row` avoids "
+    "it): they started from the memory earlier rows left behind, so that column depends on "
+    "the order of the runs as well as on the row's setting.")
+
+
+def conditions_note(out_dir, rows):
+    """What a summary that shows times and peak memory must say about its rows: the machines
+    (`devices_note`) and, unless each row had a process of its own, `SHARED_PROCESS_NOTE`."""
+    note = devices_note(run_devices(out_dir, rows))
+    return note if fresh_processes(rows) else f"{note} {SHARED_PROCESS_NOTE}"
+
+
 def devices_note(counts):
     """One line for a summary: the machine the rows ran on, or a warning when they mix."""
     if len(counts) == 1:

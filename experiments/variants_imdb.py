@@ -91,13 +91,6 @@ NAMES = ("seed", "output_dir", "backbone", "variants", "seeds", "epochs", "batch
 METRICS = ("accuracy", "macro_f1", "epoch_seconds", "latency_ms_per_sample", "peak_host_rss_mb",
            "energy_kwh")
 QUESTION = "Do efficient attention variants keep exact attention's IMDB accuracy, at what cost?"
-# Peak RSS is the whole process's: in a sweep run in one process, later rows start from what
-# TensorFlow kept of earlier ones (``--fresh_process_per_row`` gives each row its own process).
-PROCESS_NOTE = (
-    "Peak RSS is the process's peak during the run, and some rows ran after others in the "
-    "same process (`rows_before_in_process` in results.csv; `--fresh_process_per_row` avoids "
-    "it): they started from the memory earlier rows left behind, so that column depends on "
-    "the order of the runs as well as on the variant.")
 NAME = "variants_imdb"
 
 
@@ -197,9 +190,8 @@ def summarise(results, variants, labels, out_dir):
     ]
     text = (f"# {QUESTION}\n\nBaseline: `{baseline}`. Mean ± std over seeds; p-values against "
             "the baseline (Welch over seeds; paired bootstrap over test reviews, first seed). "
-            + suite.devices_note(suite.run_devices(out_dir, results)) + "\n\n"
-            + suite.markdown_table(table, list(table[0]))
-            + ("" if suite.fresh_processes(results) else "\n\n" + PROCESS_NOTE))
+            + suite.conditions_note(out_dir, results) + "\n\n"
+            + suite.markdown_table(table, list(table[0])))
     io.write_text(f"{out_dir}/summary.md", text)
     labels_ = [s["variant"] for s in summary]
     for metric, name, ylabel in (("accuracy", "accuracy.png", "test accuracy"),

@@ -241,6 +241,8 @@ def test_rows_record_how_many_rows_their_process_ran_before(tmp_path, monkeypatc
     results = sweep.run_sweep(_rows([1, 2, 3]), lambda row, run_dir: {}, tmp_path)
     assert [r["rows_before_in_process"] for r in results] == [0, 1, 2]
     assert not suite.fresh_processes(results)
+    assert suite.SHARED_PROCESS_NOTE in suite.conditions_note(tmp_path, results)
+    assert suite.SHARED_PROCESS_NOTE not in suite.conditions_note(tmp_path, results[:1])
 
 
 def _fresh_sweep(out, *args):
