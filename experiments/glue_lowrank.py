@@ -439,6 +439,7 @@ def train_masked_lm(model, encoded, settings, epochs, stream):
     import numpy as np
     import tensorflow as tf
 
+    from keras_effattn.data.pipeline import without_autotune
     from keras_effattn.models.masked_lm import (
         mask_whole_words,
         masked_lm_loss,
@@ -466,8 +467,8 @@ def train_masked_lm(model, encoded, settings, epochs, stream):
             seed = [settings["seed"], stream, epoch]
             x, y, weight = mask_whole_words(preprocessor, encoded, seed)
             order = np.random.default_rng(seed).permutation(count)[: steps * batch]
-            data = tf.data.Dataset.from_tensor_slices(
-                ({k: v[order] for k, v in x.items()}, y[order], weight[order])).batch(batch)
+            data = without_autotune(tf.data.Dataset.from_tensor_slices(
+                ({k: v[order] for k, v in x.items()}, y[order], weight[order])).batch(batch))
             history = model.fit(data, epochs=1, verbose=0)
             losses.append(float(history.history["loss"][-1]))
     seconds = time.perf_counter() - start

@@ -104,13 +104,17 @@ def flatten_results(results):
     energy = results.get("energy") or {}
     epochs = tr.get("epochs_run") or 0
     seconds = tr.get("train_seconds")
+    per_epoch = [t for t in tr.get("epoch_seconds") or () if t is not None]
     return {
         "accuracy": ev.get("accuracy"),
         "macro_f1": ev.get("macro_f1"),
         "eval_loss": ev.get("loss"),
         "final_train_loss": tr.get("final_train_loss"),
         "train_seconds": seconds,
-        "epoch_seconds": seconds / epochs if seconds is not None and epochs else None,
+        # The epoch callback's time (the epoch's steps); older results, without it, fall back
+        # to the training loop's wall time per epoch (setup and iterator shutdown included).
+        "epoch_seconds": (sum(per_epoch) / len(per_epoch) if per_epoch
+                          else seconds / epochs if seconds is not None and epochs else None),
         "train_samples_per_s": tr.get("train_samples_per_s"),
         "latency_ms_per_sample": inference.get("latency_ms_per_sample"),
         "inference_samples_per_s": inference.get("samples_per_s"),

@@ -158,3 +158,8 @@ def test_batches_feed_a_keras_hub_preprocessor_for_single_texts_and_pairs():
 def test_docstring_example_holds():
     result = doctest.testmod(dataset_module, verbose=False)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_to_tf_dataset_runs_without_tf_data_autotuning():
+    # keras_effattn.data.pipeline: autotuning's model thread could delay the end of fit/predict.
+    assert _ds().to_tf_dataset(batch_size=4).options().autotune.enabled is False

@@ -84,7 +84,9 @@ def test_tiny_articles_and_detokenize(tmp_path, gz):
 def test_tiny_to_tf_dataset(tmp_path):
     _write(tmp_path / "wiki.valid.tokens", TINY)
     wt = read_wikitext(tmp_path / "wiki.valid.tokens")
-    batches = list(wt.to_tf_dataset(batch_size=3, max_words=8))
+    pipeline = wt.to_tf_dataset(batch_size=3, max_words=8)
+    assert pipeline.options().autotune.enabled is False  # keras_effattn.data.pipeline
+    batches = list(pipeline)
     pieces = [s.decode() for b in batches for s in b.numpy()]
     assert pieces == wt.chunks(8)
     with pytest.raises(ValueError, match=r"batch_size=99 must lie in \[1, "):

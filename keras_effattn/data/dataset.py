@@ -10,6 +10,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_effattn.data.pipeline import without_autotune
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TextDataset:
@@ -219,7 +221,7 @@ class TextDataset:
         if shuffle:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _check_texts(texts, label, field):

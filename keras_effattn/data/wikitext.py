@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from keras_effattn.data import _files
+from keras_effattn.data.pipeline import without_autotune
 
 WIKITEXT_SPLITS = ("train", "valid", "test")
 WIKITEXT_FORMATS = ("tokens", "raw")
@@ -101,7 +102,7 @@ class WikiText:
         ds = tf.data.Dataset.from_tensor_slices(tf.constant(pieces, dtype=tf.string))
         if shuffle:
             ds = ds.shuffle(len(pieces), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+        return without_autotune(ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE))
 
 
 def read_wikitext(path, split=None, format=None, detokenize=False, encoding_errors="strict"):

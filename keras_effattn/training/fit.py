@@ -65,6 +65,7 @@ import traceback
 import keras
 import numpy as np
 
+from keras_effattn.data.pipeline import without_autotune
 from keras_effattn.training import callbacks as cb
 from keras_effattn.training import evaluate as ev
 from keras_effattn.training import report
@@ -394,7 +395,7 @@ def train_stream(split, batch_size, seed, epochs, start_step, num_classes, one_h
     ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lookup_inputs, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _evaluate(model, split, batch_size, to_inputs, regression):
@@ -434,7 +435,8 @@ def feature_stream(split, batch_size, to_inputs=None):
         return to_inputs(x) if to_inputs else x
 
     ds = tf.data.Dataset.range(len(split)).batch(batch_size)
-    return ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(
+        ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def labelled_stream(split, batch_size, num_classes, one_hot, to_inputs=None):
@@ -450,7 +452,7 @@ def labelled_stream(split, batch_size, num_classes, one_hot, to_inputs=None):
         return (to_inputs(x) if to_inputs else x), (tf.one_hot(y, num_classes) if one_hot else y)
 
     ds = tf.data.Dataset.range(len(split)).batch(batch_size)
-    return ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return without_autotune(ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
 
 
 def apply_freezing(model, freeze_embeddings=False, freeze_layers=0):
@@ -834,6 +836,7 @@ def _run(config, build_model, train_split, eval_split, val_split, folder, checkp
             "steps_run_this_attempt": steps_run,
             "resumed_from_step": resumed_from,
             "train_seconds": train_seconds,
+            "epoch_seconds": [row.get("epoch_time_s") for row in rows],
             "train_samples_per_s": steps_run * config.batch_size / max(train_seconds, 1e-9),
             "final_train_loss": rows[-1].get("loss") if rows else None,
             "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
