@@ -561,13 +561,15 @@ def report(glue_rows, ppl_rows, variants, out_dir):
                    "glue_spearman", "latency_ms_per_sample", "inference_peak_rss_mb",
                    "epoch_seconds", "trainable_params"]
         lines += ["", "## GLUE dev (each task's metric)", "",
+                  suite.conditions_note(pathlib.Path(out_dir) / "glue", glue_rows), "",
                   suite.markdown_table(glue_rows, columns)]
         glue_chart(glue_rows, variants, f"{out_dir}/glue_scores.png")
     if ppl_rows:
         io.write_csv(f"{out_dir}/perplexity.csv", ppl_rows)
         lines += ["", "## WikiText-2 masked-LM perplexity (whole-word masks)", "",
                   f"**{OFFLINE_NOTE}**", "",
-                  STAGES_NOTE, "",
+                  STAGES_NOTE + " " + suite.devices_note(
+                      suite.run_devices(pathlib.Path(out_dir) / "wikitext", ppl_rows)), "",
                   suite.markdown_table(ppl_rows, ["stage", "variant", "perplexity",
                                                   "eval_cross_entropy", "masked_tokens",
                                                   "train_seconds", "splits"])]
