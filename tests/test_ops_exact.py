@@ -164,6 +164,60 @@ def test_auto_xla_compiles_the_block_loops_except_with_dropout_or_for_export():
         exact.chunked_attention(q, k, v, jit_compile="yes")
 
 
+def _compiled_op_types(fn):
+    """Op types inside the XLA-compiled calls of `fn`'s graph, nested loop bodies included."""
+    graph = tf.function(fn).get_concrete_function().graph
+    types = set()
+
+    def walk(name):
+        for node in graph._get_function(name).definition.node_def:
+            types.add(node.op)
+            for attr in node.attr.values():
+                if attr.HasField("func"):
+                    walk(attr.func.name)
+
+    for op in graph.get_operations():
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+            name = op.get_attr("f").name
+            if graph._get_function(name).definition.attr["_XlaMustCompile"].b:
+                walk(name)
+    return types
+
+
+def test_xla_loops_update_outputs_and_gradients_in_place():
+    # Under XLA the rows of the output and of dQ/dK/dV go into loop-carried buffers in place:
+    # no TensorArray (whose stack and re-layout would be whole extra [B, T, N, H] copies).
+    q, k, v = _qkv(9, 10, seed=3)
+    types = _compiled_op_types(lambda: _tensor_grads(
+        lambda a, b, c: exact.chunked_attention(a, b, c, chunk_size=4, query_chunk_size=3),
+        q, k, v))
+    assert "XlaDynamicUpdateSlice" in types
+    assert not {t for t in types if t.startswith(("TensorList", "TensorArray"))}, types
+
+
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "tensorflow"])
+def test_row_slices_write_and_sum_over_passes(xla):
+    rows = exact._RowSlices(xla, 3, 2)  # 3 slices of 2 rows
+    values = np.random.default_rng(0).normal(size=(2, 3, B, 2, N, H)).astype("float32")
+
+    def build():
+        written = rows.empty([B, N, H], tf.float32)
+        total = rows.empty([B, N, H], tf.float32, summed=True)
+        for i in range(3):
+            written = rows.write(written, tf.constant(i), values[0, i])
+        for p in range(2):
+            state = rows.begin_pass(total, tf.float32)
+            for i in (2, 0, 1):
+                state = rows.add(state, tf.constant(i), values[p, i])
+            total = rows.end_pass(total, state)
+        return rows.result(written), rows.result(total)
+
+    written, total = tf.function(build, jit_compile=xla, autograph=False)()
+    np.testing.assert_allclose(np.asarray(written), np.concatenate(values[0], axis=1))
+    np.testing.assert_allclose(np.asarray(total), np.concatenate(values[0] + values[1], axis=1),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_chunked_half_precision_is_finite_and_close(dtype):
     q, k, v = _qkv(9, 9, seed=8)
