@@ -32,6 +32,9 @@ the base setting it varies); re-running into the same folder with a changed sett
 before anything trains.
 """
 
+import dataclasses
+import json
+
 from absl import flags
 
 from experiments import common, suite, sweep
@@ -202,10 +205,48 @@ def plan(settings):
     return rows, specs
 
 
+def train_config(settings, row, spec):
+    """The engine's `TrainConfig` of one row (`spec`: its backbone source, attention and
+    overrides from `plan`)."""
+    from keras_effattn.training.fit import TrainConfig
+
+    source, attention, overrides = spec
+    overrides = dict(overrides)
+    options = overrides.pop("options", None)
+    return TrainConfig(
+        **{"epochs": settings["epochs"], "batch_size": settings["batch_size"],
+           "seed": settings["seed"], "jit_compile": settings["jit_compile"],
+           "energy": False, "tensorboard": False, "save_model": False,
+           "freeze_embeddings": settings["freeze_embeddings"], **overrides},
+        name=f"ablation {row['group']}={row['value']}",
+        extra={"dataset": "imdb", "backbone": source, "attention": attention,
+               "options": options, "max_length": settings["max_length"]},
+    )
+
+
+def same_runs(settings, rows, specs):
+    """run_id -> the earlier row that trains the very same configuration.
+
+    The groups all vary one setting of a common base, so the base configuration appears once
+    per group (freeze 0, 1 epoch, batch 16 and no layer-wise decay are the same run at the CPU
+    tier): it is trained once and shared, not re-run with the same seed.
+    """
+    first = {}
+    same = {}
+    for row in rows:
+        config = dataclasses.asdict(train_config(settings, row, specs[row["run_id"]]))
+        config.pop("name")
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key in first:
+            same[row["run_id"]] = first[key]
+        else:
+            first[key] = row["run_id"]
+    return same
+
+
 def run(settings, data_dir, overwrite=False):
     """Runs every row of the chosen groups; returns the result rows."""
     from keras_effattn.data import read_imdb
-    from keras_effattn.training.fit import TrainConfig
 
     rows, specs = plan(settings)
     suite.prepare_sweep(settings, NAME, QUESTION, [(rows, "")], overwrite=overwrite)
@@ -215,23 +256,14 @@ def run(settings, data_dir, overwrite=False):
 
     def run_one(row, run_dir):
         source, attention, overrides = specs[row["run_id"]]
-        overrides = dict(overrides)
-        options = overrides.pop("options", None)
-        config = TrainConfig(
-            **{"epochs": settings["epochs"], "batch_size": settings["batch_size"],
-               "seed": settings["seed"], "jit_compile": settings["jit_compile"],
-               "energy": False, "tensorboard": False, "save_model": False,
-               "freeze_embeddings": settings["freeze_embeddings"], **overrides},
-            name=f"ablation {row['group']}={row['value']}",
-            extra={"dataset": "imdb", "backbone": source, "attention": attention,
-                   "options": options, "max_length": settings["max_length"]},
-        )
+        config = train_config(settings, row, specs[row["run_id"]])
         build = suite.classifier_builder(source, attention, settings["max_length"],
-                                         options=options)
+                                         options=config.extra["options"])
         return suite.train_row(config, build, train, test, run_dir)
 
     results = sweep.run_sweep(rows, run_one, settings["output_dir"],
-                              columns=["run_id", "group", "value", "attention"])
+                              columns=["run_id", "group", "value", "attention"],
+                              same_run_as=same_runs(settings, rows, specs))
     report(results, settings["output_dir"])
     return results
 
@@ -259,8 +291,15 @@ def report(results, out_dir):
         io.save_figure(figure, f"{out_dir}/{group}.png")
     columns = ["group", "value", "attention", "accuracy", "macro_f1", "eval_loss",
                "epoch_seconds", "peak_host_rss_mb", "trainable_params"]
-    io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nOne seed per row. "
-                  + suite.conditions_note(out_dir, results) + "\n\n"
+    shared = [f"{r['group']}={r['value']}" for r in results if r.get("same_run_as")]
+    shared_note = ""
+    if shared:
+        base = next(r["same_run_as"] for r in results if r.get("same_run_as"))
+        base = next(f"{r['group']}={r['value']}" for r in results if r["run_id"] == base)
+        shared_note = (f" The base configuration is trained once: {', '.join(shared)} are "
+                       f"the {base} run (same settings and seed), not re-runs.")
+    io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nOne seed per row."
+                  + shared_note + " " + suite.conditions_note(out_dir, results) + "\n\n"
                   + suite.markdown_table(results, columns))
 
 

@@ -138,7 +138,7 @@ def load_finished(out_dir):
     return [io.read_json(p)["result"] for p in sorted(runs.glob(f"*/{ROW_FILE}"))]
 
 
-def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
+def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None, same_run_as=None):
     """Runs every unfinished row of a sweep and tabulates all finished rows.
 
     Args:
@@ -153,6 +153,10 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
             first-seen order.
         on_row_done: optional callable ``(result_row, skipped)`` called after each row (for
             logging in scripts; the runner itself prints nothing).
+        same_run_as: optional dict run_id -> the run_id of an earlier row that runs the very
+            same configuration (e.g. an ablation's base setting, which several groups
+            contain). Such a row is not trained again: it takes the earlier row's results
+            and ``run_dir`` under its own settings, with ``same_run_as`` naming the run.
 
     Returns:
         The list of result rows (settings merged with results, plus ``run_dir``), in the
@@ -164,15 +168,28 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
             (`check_settings`; use a new `out_dir`, or replace the folder).
     """
     check_settings(rows, out_dir)
+    same_run_as = dict(same_run_as or {})
+    order = [row["run_id"] for row in rows]
+    for run_id, earlier in same_run_as.items():
+        if earlier not in order or run_id not in order or order.index(earlier) >= order.index(
+                run_id):
+            raise ValueError(f"same_run_as maps {run_id!r} to {earlier!r}, which is not an "
+                             "earlier row of this sweep.")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    done = {}
     for row in rows:
         run_dir = out_dir / "runs" / str(row["run_id"])
         marker = run_dir / ROW_FILE
         skipped = marker.is_file()
         if skipped:
             result = io.read_json(marker)["result"]
+        elif row["run_id"] in same_run_as:
+            earlier = done[same_run_as[row["run_id"]]]
+            result = io.to_jsonable({**earlier, **row, "run_dir": earlier["run_dir"],
+                                     "same_run_as": earlier["run_id"]})
+            io.write_json(marker, {"settings": row, "result": result})
         else:
             _stop_if_this_process_is_done()
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +212,7 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None):
                                      "run_dir": f"runs/{row['run_id']}"})
             io.write_json(marker, {"settings": row, "result": result})
         results.append(result)
+        done[row["run_id"]] = result
         _write_table(out_dir, results, columns)
         if on_row_done is not None:
             on_row_done(result, skipped)

@@ -327,6 +327,30 @@ print(json.dumps({"glue": glue_rows, "mlm": mlm_rows, "batches": len(batches),
 """
 
 
+ABLATION_PLAN = """
+import json
+from experiments import ablations as a
+
+settings = {name: a.FLAGS[name].default for name in a.NAMES}
+settings.update(a.CPU, output_dir="x")
+rows, specs = a.plan(settings)
+print(json.dumps(a.same_runs(settings, rows, specs)))
+"""
+
+
+def test_ablations_cpu_tier_trains_the_shared_base_once():
+    # Freeze 0, 1 epoch, batch 16 and no layer-wise decay are one configuration at the CPU
+    # tier: trained once, shared by the four groups (in a subprocess: the script's flags).
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", ABLATION_PLAN], cwd=REPO_ROOT, env=env,
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = "group=freeze_value=0"
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+        "group=epochs_value=1": base, "group=batch_value=16": base,
+        "group=layer_decay_value=1.0": base}
+
+
 @pytest.mark.slow
 def test_glue_lowrank_rows_and_mask_cache_carry_their_settings(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -47,6 +47,26 @@ def test_resume_skips_finished_rows(tmp_path):
     assert [r["x"] for r in sweep.load_finished(tmp_path)] == [1, 2, 3]
 
 
+def test_a_row_with_the_same_run_takes_its_results_without_training(tmp_path):
+    calls = []
+
+    def run(row, run_dir):
+        calls.append(row["run_id"])
+        return {"y": row["x"] * 10}
+
+    rows = [{"run_id": "a", "x": 1, "group": "g1"}, {"run_id": "b", "x": 2, "group": "g1"},
+            {"run_id": "c", "x": 1, "group": "g2"}]
+    results = sweep.run_sweep(rows, run, tmp_path, same_run_as={"c": "a"})
+    assert calls == ["a", "b"]
+    assert results[2]["y"] == 10 and results[2]["group"] == "g2"
+    assert results[2]["same_run_as"] == "a" and results[2]["run_dir"] == "runs/a"
+    # Read back on resume, like any finished row.
+    again = sweep.run_sweep(rows, run, tmp_path, same_run_as={"c": "a"})
+    assert calls == ["a", "b"] and again[2] == results[2]
+    with pytest.raises(ValueError, match="not an earlier row"):
+        sweep.run_sweep(rows, run, tmp_path / "x", same_run_as={"a": "c"})
+
+
 def test_changed_settings_of_a_finished_row_are_refused(tmp_path):
     sweep.run_sweep([{"run_id": "a", "lr": 0.1}], lambda row, d: {"y": 1}, tmp_path)
     with pytest.raises(ValueError, match=r"'a' made with other settings \(lr: 0.1 -> 0.2\)"):
