@@ -15,7 +15,8 @@ runs/quick/ablations/:
 
 CPU tier (the published table: pretrained MiniLM-L6, the main job's recipe, 2,000/2,000 reviews,
 length 256; freezing, epochs, batch, layer-wise LR decay, FAVOR+ features, Linformer k and the
-start of its projections (random vs segment means); 16 rows of 4-12 minutes on 2 cores), writes
+start of its projections (random vs segment means); 16 rows from 13 runs of 4-20 minutes on 2
+cores, the base configuration trained once for the four groups that contain it), writes
 runs/cpu/ablations/ (``--publish``: results/cpu/ablations/):
 
     python -m experiments.ablations --tier=cpu
@@ -105,8 +106,9 @@ QUICK = {
 }
 # The seed study's questions on the pretrained MiniLM-L6 with the main job's recipe (lr 1e-4, one
 # epoch, frozen token embedding, no XLA), 2,000/2,000 reviews, length 256: freezing, epochs, batch
-# size, layer-wise LR decay, FAVOR+ features, Linformer k and its projections' start (16 rows; the
-# architecture groups need from-scratch models and stay in the quick / full tiers).
+# size, layer-wise LR decay, FAVOR+ features, Linformer k and its projections' start (16 rows, 13
+# runs: freeze 0, 1 epoch, batch 16 and decay 1.0 are one run, `same_runs`; the architecture
+# groups need from-scratch models and stay in the quick / full tiers).
 CPU = {
     **suite.MAIN_JOB_RECIPE,
     "groups": "freeze;epochs;batch;layer_decay;favor_features;lowrank_k;lowrank_init",

@@ -183,6 +183,13 @@ INT8_RECIPES = {
     "float_embeddings": {"quantize_embeddings": False},
     "float_top_layer": {"float_top_layers": 1},
     "float_top_2_layers": {"float_top_layers": 2},
+    # Candidates for VNNI CPUs, where int8 weights run VNNI's u8 x s8 instruction: compact with
+    # the top layer (and head) float, and compact with 7-bit weights (no int16 saturation on
+    # AVX2, so the same labels on every x86 instruction set).
+    "compact_float_top_layer": {"weight_type": "int8", "float_ffn_output": False,
+                                "float_top_layers": 1},
+    "compact_reduce_range": {"weight_type": "int8", "float_ffn_output": False,
+                             "reduce_range": True},
 }
 
 
