@@ -180,7 +180,9 @@ def test_every_int8_recipe_writes_a_working_model(tmp_path, recipe):
         assert any(t == "INT8" for t in types.values())
     float_ffn = [n for n in graph.node if n.op_type == "MatMul" and "feedforward_output" in n.name
                  and any(i.endswith("ReadVariableOp:0") for i in n.input)]
-    assert bool(float_ffn) == options.get("float_ffn_output", True)
+    # Float feed-forward outputs: all of them, or those of the float top layers.
+    assert bool(float_ffn) == (options.get("float_ffn_output", True)
+                               or options.get("float_top_layers", 0) > 0)
 
 
 def test_float_top_layers_keeps_the_top_layer_and_head_float(tmp_path):

@@ -123,6 +123,24 @@ def test_chunked_dropout_equals_plain_with_same_keep_mask_values_and_gradients(t
         np.testing.assert_allclose(g_chunk, g_plain, atol=2e-5)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.2], ids=["xla-loops", "dropout-tf-loops"])
+def test_chunked_gradients_in_a_graph_equal_eager(rate):
+    # A tf.function (Keras' train step) traces the loops with static shapes: the loop values
+    # must keep theirs (regression: the TensorFlow-kernel path once failed to trace there).
+    q, k, v = _qkv(33, 33, seed=9)
+    parts = masks.MaskParts(key=tf.constant(np.arange(33)[None].repeat(B, 0) < 30))
+
+    def attend(a, b, c):
+        return exact.chunked_attention(a, b, c, parts, chunk_size=16, query_chunk_size=16,
+                                       dropout_rate=rate, seed=tf.constant([1, 2]),
+                                       training=True)
+
+    eager = _grads(attend, q, k, v)
+    graph = tf.function(lambda a, b, c: _tensor_grads(attend, a, b, c))(q, k, v)
+    for g_eager, g_graph in zip(eager, graph):
+        np.testing.assert_allclose(np.asarray(g_graph), g_eager, atol=1e-5)
+
+
 @pytest.mark.parametrize("tile", [None, 2], ids=["one-tile", "query-tiles"])
 def test_chunked_under_xla_values_and_gradients(tile):
     q, k, v = _qkv(7, 7, seed=6)

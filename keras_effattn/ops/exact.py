@@ -347,9 +347,7 @@ def chunked_attention(
             return keep
 
         # Padding to whole tiles and blocks (a copy only when the length does not divide).
-        q_pad = tf.pad(query, [[0, 0], [0, t_extra], [0, 0], [0, 0]])
-        k_pad = tf.pad(k, [[0, 0], [0, pad], [0, 0], [0, 0]])
-        v_pad = tf.pad(v, [[0, 0], [0, pad], [0, 0], [0, 0]])
+        q_pad, k_pad, v_pad = _pad_rows(query, t_extra), _pad_rows(k, pad), _pad_rows(v, pad)
 
         def q_tile(i):  # [B, N, Tq, H], scaled
             q_i = tf.transpose(_row_slice(q_pad, i * tile, tile), [0, 2, 1, 3])
@@ -426,10 +424,10 @@ def chunked_attention(
     def backward(d_out, query, k, v, out, lse):
         blocks = prepare(query, k, v)
         # Per query row: delta = rowsum(dO ∘ O), the softmax's Jacobian term. [B, T|T+, N].
-        pad_rows = [[0, 0], [0, blocks.num_tiles * tile - blocks.t_len], [0, 0]]
-        delta = tf.pad(tf.reduce_sum(tf.cast(d_out, tf.float32) * out, axis=-1), pad_rows)
-        lse = tf.pad(lse, pad_rows)
-        d_out = tf.pad(tf.cast(d_out, dtype), pad_rows + [[0, 0]])
+        extra = blocks.num_tiles * tile - blocks.t_len
+        delta = _pad_rows(tf.reduce_sum(tf.cast(d_out, tf.float32) * out, axis=-1), extra)
+        lse = _pad_rows(lse, extra)
+        d_out = _pad_rows(tf.cast(d_out, dtype), extra)
         q_rows = _RowSlices(use_xla, blocks.num_tiles, tile)
         kv_rows = _RowSlices(use_xla, blocks.num_blocks, chunk_size)
 
@@ -453,6 +451,7 @@ def chunked_attention(
                 d_v_j = tf.matmul(tf.cast(p_used, dtype), d_out_i, transpose_a=True)
                 d_s = tf.cast(p * (d_p - delta_i), dtype)
                 d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
+                d_q.set_shape(q_i.shape)  # the loop value keeps its static shape (graphs)
                 d_k_j = tf.matmul(d_s, q_i, transpose_a=True)
                 return (j + 1, d_q,
                         kv_rows.add(d_k, j, tf.transpose(d_k_j, [0, 2, 1, 3])),
@@ -499,11 +498,22 @@ def chunked_attention(
     return attend(query, key, value)
 
 
+def _pad_rows(x, extra):
+    """`x` with `extra` zero rows appended on axis 1, keeping the other axes' static sizes
+    (a graph's while_loop needs loop values to keep their shapes)."""
+    padded = tf.pad(x, [[0, 0], [0, extra]] + [[0, 0]] * (x.shape.rank - 2))
+    padded.set_shape(x.shape[:1].concatenate([None]).concatenate(x.shape[2:]))
+    return padded
+
+
 def _row_slice(x, start, size):
     """``x[:, start:start + size]`` for a dynamic `start` (XLA needs the size static)."""
     shape = tf.shape(x)
     begin = tf.concat([[0, start], tf.zeros_like(shape[2:])], axis=0)
-    return tf.slice(x, begin, tf.concat([shape[:1], [size], shape[2:]], axis=0))
+    rows = tf.slice(x, begin, tf.concat([shape[:1], [size], shape[2:]], axis=0))
+    # The static shape (a graph's while_loop needs loop values to keep theirs).
+    rows.set_shape(x.shape[:1].concatenate([size]).concatenate(x.shape[2:]))
+    return rows
 
 
 class _RowSlices:
@@ -556,7 +566,9 @@ class _RowSlices:
     def end_pass(self, total, state):
         if self.xla:
             return state
-        return total + tf.cast(state.stack(), total.dtype)
+        summed = total + tf.cast(state.stack(), total.dtype)
+        summed.set_shape(total.shape)  # the loop value keeps its static shape (graphs)
+        return summed
 
     def result(self, state):
         """``[B, count·size, ...]``."""
