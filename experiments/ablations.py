@@ -257,7 +257,7 @@ def run(settings, data_dir, overwrite=False):
     test = read_imdb(archive, "test", max_per_class=settings["test_per_class"])
 
     def run_one(row, run_dir):
-        source, attention, overrides = specs[row["run_id"]]
+        source, attention, _ = specs[row["run_id"]]
         config = train_config(settings, row, specs[row["run_id"]])
         build = suite.classifier_builder(source, attention, settings["max_length"],
                                          options=config.extra["options"])
@@ -293,13 +293,13 @@ def report(results, out_dir):
         io.save_figure(figure, f"{out_dir}/{group}.png")
     columns = ["group", "value", "attention", "accuracy", "macro_f1", "eval_loss",
                "epoch_seconds", "peak_host_rss_mb", "trainable_params"]
-    shared = [f"{r['group']}={r['value']}" for r in results if r.get("same_run_as")]
-    shared_note = ""
-    if shared:
-        base = next(r["same_run_as"] for r in results if r.get("same_run_as"))
-        base = next(f"{r['group']}={r['value']}" for r in results if r["run_id"] == base)
-        shared_note = (f" The base configuration is trained once: {', '.join(shared)} are "
-                       f"the {base} run (same settings and seed), not re-runs.")
+    label = {r["run_id"]: f"{r['group']}={r['value']}" for r in results}
+    shared = {}  # run_id of a trained run -> the rows that reuse it
+    for r in results:
+        if r.get("same_run_as"):
+            shared.setdefault(r["same_run_as"], []).append(label[r["run_id"]])
+    shared_note = "".join(f" {', '.join(rows)} reuse the {label[run]} run (same settings and "
+                          "seed), not re-runs." for run, rows in shared.items())
     io.write_text(f"{out_dir}/summary.md", f"# {QUESTION}\n\nOne seed per row."
                   + shared_note + " " + suite.conditions_note(
                       out_dir, [r for r in results if not r.get("same_run_as")]) + "\n\n"

@@ -169,10 +169,9 @@ def run_sweep(rows, run_fn, out_dir, columns=None, on_row_done=None, same_run_as
     """
     check_settings(rows, out_dir)
     same_run_as = dict(same_run_as or {})
-    order = [row["run_id"] for row in rows]
+    position = {row["run_id"]: i for i, row in enumerate(rows)}
     for run_id, earlier in same_run_as.items():
-        if earlier not in order or run_id not in order or order.index(earlier) >= order.index(
-                run_id):
+        if not position.get(earlier, len(rows)) < position.get(run_id, -1):
             raise ValueError(f"same_run_as maps {run_id!r} to {earlier!r}, which is not an "
                              "earlier row of this sweep.")
     out_dir = pathlib.Path(out_dir)
