@@ -272,6 +272,12 @@ MAIN_JOB_RECIPE = {
     "freeze_embeddings": True,
 }
 
+# The attention kinds of the published IMDB variants table (experiments.variants_imdb, and the
+# latency of the same classifiers, experiments.variants_latency): stock Keras, fused exact,
+# chunked exact, FAVOR+, Linformer, low-rank Q/K/V and the hybrid the zero-shot table favours.
+IMDB_VARIANTS = ("keras;exact;exact(chunk_size=64);favor(num_features=256);lowrank(k=128);"
+                 "lowrank(k=none,qkv_rank=16);favor(num_features=256)*2,exact*4")
+
 
 def define_tier_flags():
     """Defines ``--tier`` and its shorthand ``--quick`` (once per process)."""

@@ -75,8 +75,7 @@ QUICK = {
 # the one the zero-shot swap table favours (FAVOR+ in the two bottom layers, exact above).
 CPU = {
     **suite.MAIN_JOB_RECIPE,
-    "variants": ("keras;exact;exact(chunk_size=64);favor(num_features=256);lowrank(k=128);"
-                 "lowrank(k=none,qkv_rank=16);favor(num_features=256)*2,exact*4"),
+    "variants": suite.IMDB_VARIANTS,
     "seeds": "0;1;2",
     "batch_size": 16,
     "train_per_class": 1000,

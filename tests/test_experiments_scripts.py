@@ -338,6 +338,39 @@ print(json.dumps(a.same_runs(settings, rows, specs)))
 """
 
 
+@pytest.mark.slow
+def test_variants_latency_quick(tmp_path, data_dir):
+    out = tmp_path / "latency"
+    args = ["--quick", f"--data_dir={data_dir}", f"--output_dir={out}", "--max_length=32",
+            "--test_per_class=4", "--batch_size=4", "--variants=keras;favor(num_features=8)"]
+    run_script("variants_latency", *args)
+    rows = _rows(out)
+    assert [(r["round"], r["variant"]) for r in rows] == [  # round-major: variants in turn
+        ("0", "keras"), ("0", "favor(num_features=8)"), ("1", "keras"),
+        ("1", "favor(num_features=8)")]
+    assert all(float(r["latency_ms_per_sample"]) > 0 and r["num_examples"] == "8" for r in rows)
+    latency = {(r["round"], r["variant"]): float(r["latency_ms_per_sample"]) for r in rows}
+    summary = io.read_csv(out / "summary.csv")
+    assert [s["variant"] for s in summary] == ["keras", "favor(num_features=8)"]
+    assert float(summary[0]["vs_baseline_mean"]) == 1.0
+    ratios = [latency[k, "favor(num_features=8)"] / latency[k, "keras"] for k in ("0", "1")]
+    assert float(summary[1]["vs_baseline_mean"]) == pytest.approx(sum(ratios) / 2)
+    assert float(summary[1]["latency_ms_per_sample_mean"]) == pytest.approx(
+        (latency["0", "favor(num_features=8)"] + latency["1", "favor(num_features=8)"]) / 2)
+    text = (out / "summary.md").read_text()
+    assert "8 test reviews" in text and "All 4 runs on CPU" in text
+    assert (out / "latency.png").is_file()
+    # A second run finds every row finished; another length is refused.
+    stamp = (out / "runs/round=1_v=1/row.json").stat().st_mtime_ns
+    run_script("variants_latency", *args)
+    assert (out / "runs/round=1_v=1/row.json").stat().st_mtime_ns == stamp
+    changed = subprocess.run(
+        [sys.executable, "-m", "experiments.variants_latency", *args, "--max_length=48"],
+        cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False,
+        capture_output=True, text=True, timeout=1200)
+    assert changed.returncode == 2 and "max_length: 32 -> 48" in changed.stderr
+
+
 def test_ablations_cpu_tier_trains_the_shared_base_once():
     # Freeze 0, 1 epoch, batch 16 and no layer-wise decay are one configuration at the CPU
     # tier: trained once, shared by the four groups (in a subprocess: the script's flags).
