@@ -126,8 +126,11 @@ def summarise(results, variants, out_dir):
                 if r["variant"] == variants[0]}
     rows = [{**r, "vs_baseline": sweep.as_float(r["latency_ms_per_sample"])
              / baseline.get(r["round"], math.nan)} for r in results]
-    summary = stats.compare_groups(rows, "variant", ("latency_ms_per_sample", "vs_baseline"),
+    summary = stats.compare_groups(rows, "variant", ("latency_ms_per_sample",),
                                    baseline=variants[0])
+    for entry in summary:
+        ratio = stats.mean_std([r["vs_baseline"] for r in rows if r["variant"] == entry["variant"]])
+        entry["vs_baseline_mean"], entry["vs_baseline_std"] = ratio["mean"], ratio["std"]
     io.write_csv(f"{out_dir}/summary.csv", summary)
     table = [{"variant": f"`{s['variant']}`", "rounds": s["n"],
               "ms/review": stats.format_mean_std(s["latency_ms_per_sample_mean"],
