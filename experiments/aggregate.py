@@ -38,8 +38,8 @@ flags.DEFINE_string("output", None, "Markdown file (default: runs/aggregate/summ
                     "repository; with --publish, <results_dir>/summary.md).")
 suite.define_publish_flag()  # --publish
 
-EXPERIMENTS = ("variants_imdb", "seq_scaling", "glue_lowrank/glue", "glue_lowrank/wikitext",
-               "energy", "ablations")
+EXPERIMENTS = ("variants_imdb", "variants_latency", "seq_scaling", "glue_lowrank/glue",
+               "glue_lowrank/wikitext", "energy", "ablations")
 COLUMNS = ("experiment", "configuration", "metric", "score", "time", "peak memory (MB)",
            "energy (kWh)", "n")
 
@@ -77,6 +77,17 @@ def variants_rows(rows):
             + " s/epoch",
             "peak memory (MB)": _f(s["peak_host_rss_mb_mean"]),
             "energy (kWh)": _f(s["energy_kwh_mean"]), "n": s["n"]})
+    return out
+
+
+def latency_rows(rows):
+    out = []
+    for s in stats.compare_groups(rows, "variant", ["latency_ms_per_sample"]):
+        out.append({
+            "configuration": s["variant"], "metric": "inference latency (all kinds in one run)",
+            "score": stats.format_mean_std(s["latency_ms_per_sample_mean"],
+                                           s["latency_ms_per_sample_std"], 2) + " ms/review",
+            "time": "n/a", "peak memory (MB)": "n/a", "energy (kWh)": "n/a", "n": s["n"]})
     return out
 
 
@@ -132,6 +143,7 @@ def ablation_rows(rows):
 
 EXTRACTORS = {
     "variants_imdb": variants_rows,
+    "variants_latency": latency_rows,
     "seq_scaling": seq_rows,
     "glue_lowrank/glue": glue_rows,
     "glue_lowrank/wikitext": wikitext_rows,

@@ -235,11 +235,15 @@ def test_aggregate_builds_one_table_from_run_folders(tmp_path):
          "epoch_seconds": 10.0, "peak_host_rss_mb": 900.0, "energy_kwh": None}
         for v, (name, acc) in enumerate((("keras", 0.8), ("favor", 0.7))) for s in (0, 1, 2)])
     fake("glue_lowrank/wikitext", [{"run_id": "m0", "variant": "keras", "perplexity": 123.4}])
+    fake("variants_latency", [{"run_id": f"r{r}", "variant": "keras", "round": r,
+                               "latency_ms_per_sample": 40.0 + 2 * r} for r in range(3)])
     run_script("aggregate", f"--results_dir={tmp_path}", "--publish")
     text = (tmp_path / "summary.md").read_text()
     assert "| variants_imdb | keras | test accuracy | 0.810 ± 0.010 |" in text
     assert "favor | test accuracy | 0.710 ± 0.010 (p=" in text
     assert "trained on valid, evaluated on test" in text and "123.4" in text
+    assert ("| variants_latency | keras | inference latency (all kinds in one run) | "
+            "42.00 ± 2.00 ms/review |") in text
     assert "Not run yet: `seq_scaling`" in text
     assert (tmp_path / "summary_accuracy_vs_time.png").is_file()
 
