@@ -38,17 +38,11 @@ import json
 
 from absl import flags
 
-from experiments import common, suite, sweep
+from experiments import suite, sweep
 
 GROUPS = ("freeze", "epochs", "batch", "layer_decay", "heads", "hidden", "favor_features",
           "lowrank_k", "lowrank_init", "hybrid")
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-# --help lists the shared flags too (absl shows the main module's key flags).
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags()  # --data_dir, --output_dir, --seed, --tier, --publish, ...
 flags.DEFINE_string("backbone", "minilm-l6", "Backbone of the non-architecture groups.")
 flags.DEFINE_string("groups", "freeze;epochs;batch;heads;hidden;favor_features;lowrank_k;hybrid",
                     f"';'-separated groups to run, of: {', '.join(GROUPS)}.")
@@ -306,11 +300,5 @@ def report(results, out_dir):
                   + suite.markdown_table(results, columns))
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
-    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
-
-
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, PRESETS, NAME, run)

@@ -42,14 +42,7 @@ from absl import flags
 from experiments import common, suite
 from experiments.failures import error_rate_by_truncation, failure_statistics, negation_count
 
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-suite.define_imdb_training_flags()  # --backbone, --epochs, ..., --freeze_embeddings
-# --help lists the shared flags too (absl shows the main module's key flags).
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags(imdb_training=True)  # --data_dir, --tier, ...; --backbone, --epochs, ...
 flags.DEFINE_string("work_dir", None, "Engine run folder, holds model.keras (default: "
                     "runs/<tier>/analysis_model in the repository).")
 flags.DEFINE_string("attention", "exact", "Attention spec of the analysed model.")
@@ -263,11 +256,5 @@ def write_summary(out_dir, metrics, failures, titles):
     io.write_text(f"{out_dir}/summary.md", text)
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
-    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
-
-
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, PRESETS, NAME, run)

@@ -25,6 +25,10 @@ GLUE_FOLDER = "glue"
 COMMON_FLAGS = ("data_dir", "output_dir", "overwrite", "seed")
 UsageError = cli.UsageError
 
+# The flags this module defines count as key flags of the script that asked for them, so the
+# script's --help lists them (absl shows the main module's key flags).
+flags.disclaim_key_flags()
+
 
 def run(main):
     """Runs a script's ``main`` under `keras_effattn_runtime.cli`'s exit-status contract.

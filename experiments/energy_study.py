@@ -40,16 +40,9 @@ import math
 
 from absl import flags
 
-from experiments import common, suite, sweep
+from experiments import suite, sweep
 
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-suite.define_imdb_training_flags()  # --backbone, --epochs, ..., --freeze_embeddings
-# --help lists the shared flags too (absl shows the main module's key flags).
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags(imdb_training=True)  # --data_dir, --tier, ...; --backbone, --epochs, ...
 flags.DEFINE_string("attention", "exact", "Attention spec used by every row.")
 flags.DEFINE_string("settings", "baseline;mixed_precision;remat;label_smoothing;dropout;adam;"
                     "sgd;cosine", "';'-separated rows to run (see ROWS); the first is the "
@@ -213,11 +206,5 @@ def report(results, out_dir):
                   "\n".join(lines) + "\n" + suite.markdown_table(results, columns))
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
-    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
-
-
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, PRESETS, NAME, run)

@@ -67,13 +67,7 @@ from absl import flags
 
 from experiments import common, suite, sweep
 
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-# --help lists the shared flags too (absl shows the main module's key flags).
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags()  # --data_dir, --output_dir, --seed, --tier, --publish, ...
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
 flags.DEFINE_string("variants", "keras;lowrank(k=none,qkv_rank=16);lowrank(k=16)",
                     "';'-separated attention specs; the first is the standard model.")
@@ -613,15 +607,13 @@ def finished_rows(folder):
     return io.read_csv(path) if path.is_file() else []
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK, "cpu": CPU}, NAME)
+def run(settings, data_dir, overwrite=False):
+    """Runs the GLUE and perplexity rows the settings ask for, then writes the report."""
     variants, glue_plan, mlm_plan = plan(settings)
     if not glue_plan and not mlm_plan:
         raise ValueError("--noglue and --noperplexity leave nothing to run; drop one of them.")
-    data_dir = common.data_dir(FLAGS.data_dir)
     suite.prepare_sweep(settings, NAME, QUESTION, [(glue_plan, "glue"), (mlm_plan, "wikitext")],
-                        overwrite=FLAGS.overwrite)
+                        overwrite=overwrite)
     source = suite.backbone_source(settings["backbone"])
     out_dir = pathlib.Path(settings["output_dir"])
     glue_rows = (run_glue(settings, data_dir, glue_plan, source) if glue_plan
@@ -633,4 +625,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, {"quick": QUICK, "cpu": CPU}, NAME, run)

@@ -49,15 +49,9 @@ import time
 
 from absl import flags
 
-from experiments import common, stats, suite, sweep
+from experiments import stats, suite, sweep
 
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-# --help lists the shared flags too (absl shows the main module's key flags).
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags()  # --data_dir, --output_dir, --seed, --tier, --publish, ...
 flags.DEFINE_string("backbone", "minilm-l6", "Architecture source: 'minilm-l6' or 'tiny'.")
 flags.DEFINE_string(
     "variants", "keras;exact;exact(chunk_size=256);favor(num_features=128);lowrank(k=128)",
@@ -243,7 +237,7 @@ def load_data(settings, data_dir):
     return {"train": train, "test": test, "token_counts": counts}
 
 
-def run(settings, overwrite=False, data_dir=None):
+def run(settings, data_dir=None, overwrite=False):
     """Runs the benchmark sweep; returns the result rows (with step-time ratios)."""
     import keras
 
@@ -347,11 +341,5 @@ def report(results, variants, lengths, out_dir):
     return results
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, {"quick": QUICK, "cpu": CPU}, NAME)
-    run(settings, overwrite=FLAGS.overwrite, data_dir=common.data_dir(FLAGS.data_dir))
-
-
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, {"quick": QUICK, "cpu": CPU}, NAME, run)

@@ -31,9 +31,15 @@ Example:
 import math
 import pathlib
 
+from absl import flags
+
 from experiments import common, sweep
 from keras_effattn.utils import io
 from keras_effattn.utils.metadata import run_metadata
+
+# The flags this module defines count as key flags of the script that asked for them, so the
+# script's --help lists them (absl shows the main module's key flags).
+flags.disclaim_key_flags()
 
 # A from-scratch DistilBERT small enough for 2 CPU cores: 2 layers, 4 heads of 16, width 64.
 # The BERT uncased vocabulary keeps the MiniLM WordPiece tokenizer usable.
@@ -279,10 +285,33 @@ IMDB_VARIANTS = ("keras;exact;exact(chunk_size=64);favor(num_features=256);lowra
                  "lowrank(k=none,qkv_rank=16);favor(num_features=256)*2,exact*4")
 
 
+def define_sweep_flags(imdb_training=False):
+    """Defines the flags every sweep script shares (once per process): `common`'s
+    ``--data_dir``, ``--output_dir``, ``--overwrite`` and ``--seed``, ``--publish``, ``--tier``,
+    ``--quick`` and ``--fresh_process_per_row``, and with `imdb_training` the IMDB fine-tuning
+    flags (`define_imdb_training_flags`). They count as the calling script's key flags."""
+    common.define_common_flags()
+    define_publish_flag()
+    define_tier_flags()
+    if imdb_training:
+        define_imdb_training_flags()
+
+
+def run_script(names, presets, name, run):
+    """A sweep script's entry point: parses the flags under `common.run`'s exit-status contract,
+    builds the settings (`settings_from_flags`) and calls
+    ``run(settings, data_dir, overwrite=...)``."""
+
+    def main(argv):
+        del argv
+        settings = settings_from_flags(flags.FLAGS, names, presets, name)
+        run(settings, common.data_dir(flags.FLAGS.data_dir), overwrite=flags.FLAGS.overwrite)
+
+    common.run(main)
+
+
 def define_tier_flags():
     """Defines ``--tier`` and its shorthand ``--quick`` (once per process)."""
-    from absl import flags
-
     if "tier" in flags.FLAGS:
         return
     flags.DEFINE_enum(
@@ -301,8 +330,6 @@ def define_imdb_training_flags():
     ``--epochs``, ``--batch_size``, ``--learning_rate``, ``--max_length``, ``--train_per_class``,
     ``--test_per_class``, ``--jit_compile``, ``--freeze_embeddings``, with the full tier's
     defaults (each script's tiers override them through its presets)."""
-    from absl import flags
-
     if "train_per_class" in flags.FLAGS:
         return
     flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
@@ -319,8 +346,6 @@ def define_imdb_training_flags():
 
 def define_publish_flag():
     """Defines ``--publish`` (once per process): write into the repository's ``results/``."""
-    from absl import flags
-
     if "publish" not in flags.FLAGS:
         flags.DEFINE_bool(
             "publish", False, "Write into the repository's git-tracked results/<tier>/<name>/ "

@@ -34,12 +34,7 @@ from absl import flags
 
 from experiments import common, stats, suite, sweep
 
-FLAGS = flags.FLAGS
-common.define_common_flags()  # --data_dir, --output_dir, --overwrite, --seed
-suite.define_publish_flag()  # --publish
-suite.define_tier_flags()  # --tier, --quick
-flags.adopt_module_key_flags(common)
-flags.adopt_module_key_flags(suite)
+suite.define_sweep_flags()  # --data_dir, --output_dir, --seed, --tier, --publish, ...
 flags.DEFINE_string("variants", suite.IMDB_VARIANTS, "';'-separated attention specs; the first "
                     "is the baseline of the ratio column.")
 flags.DEFINE_string("backbone", "minilm-l6", "'minilm-l6', 'tiny' (from scratch) or a folder.")
@@ -154,11 +149,5 @@ def summarise(results, variants, out_dir):
     return summary
 
 
-def main(argv):
-    del argv
-    settings = suite.settings_from_flags(FLAGS, NAMES, PRESETS, NAME)
-    run(settings, common.data_dir(FLAGS.data_dir), overwrite=FLAGS.overwrite)
-
-
 if __name__ == "__main__":
-    common.run(main)
+    suite.run_script(NAMES, PRESETS, NAME, run)

@@ -333,9 +333,10 @@ print(json.dumps({"glue": glue_rows, "mlm": mlm_rows, "batches": len(batches),
 
 ABLATION_PLAN = """
 import json
+from absl import flags
 from experiments import ablations as a
 
-settings = {name: a.FLAGS[name].default for name in a.NAMES}
+settings = {name: flags.FLAGS[name].default for name in a.NAMES}
 settings.update(a.CPU, output_dir="x")
 rows, specs = a.plan(settings)
 print(json.dumps(a.same_runs(settings, rows, specs)))
