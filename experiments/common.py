@@ -4,8 +4,9 @@ The shared data live in ``../shared/data`` beside the repository (``aclImdb_v1.t
 ``glue/``, ``wikitext-2/``); `--data_dir` overrides it. Run folders go under ``runs/`` (ignored by
 git) unless `--output_dir` says otherwise.
 
-Every script ends with ``common.run(main)``: the exit-status contract of `keras_effattn_runtime.cli` (0 ok; 2
-and one line on stderr for bad input; 1 and a traceback for an internal error) and the
+Every script ends with ``common.run(main)`` (the sweep scripts through
+`experiments.suite.run_script`): the exit-status contract of `keras_effattn_runtime.cli` (0 ok;
+2 and one line on stderr for bad input; 1 and a traceback for an internal error) and the
 ``--verbose`` flag. Scripts check their flags with `check_attention_spec`, `data_dir` and the
 like before they write anything or read any data.
 """
