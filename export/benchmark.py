@@ -179,8 +179,13 @@ def _agreement_table(agreement, names):
     return "\n".join(lines)
 
 
-def recipe_export(fp32_folder, export_root, recipe):
-    """A predictor folder whose model is the fp32 export quantised with `recipe`."""
+def recipe_export(fp32_folder, export_root, recipe, texts):
+    """A predictor folder whose model is the fp32 export quantised with `recipe`.
+
+    Its metadata says whether its logits depend on the batch, measured on `texts` as
+    `export.verify` measures an export (one text per call against batches of 8), so the
+    predictor runs it one text per call exactly when `export.to_onnx` would make it do so.
+    """
     import shutil
 
     folder = pathlib.Path(export_root) / f"int8_{recipe}"
@@ -190,7 +195,12 @@ def recipe_export(fp32_folder, export_root, recipe):
     target = folder / "model.onnx"
     quantize_lib.quantize_int8(str(pathlib.Path(fp32_folder) / "model.onnx"), str(target),
                                **quantize_lib.INT8_RECIPES[recipe])
-    to_onnx.write_metadata(str(target), {"precision": "int8"})
+    session = verify.onnx_session(target)
+    tokenizer = WordPieceTokenizer.from_dir(folder)
+    alone = verify.run_texts(session, tokenizer, texts, padding="longest", batch_size=1)
+    batched = verify.run_texts(session, tokenizer, texts, padding="longest")
+    invariant = verify.compare(alone, batched)["max_abs_diff"] <= verify.DEFAULT_MAX_ABS_DIFF
+    to_onnx.write_metadata(str(target), {"precision": "int8", "batch_invariant": invariant})
     return folder
 
 
@@ -324,7 +334,8 @@ def main(argv):
         exports[precision] = folder
     for recipe in FLAGS.int8_recipes:
         if recipe != "default":
-            exports[f"int8_{recipe}"] = recipe_export(exports["fp32"], export_root, recipe)
+            exports[f"int8_{recipe}"] = recipe_export(exports["fp32"], export_root, recipe,
+                                                      list(check.texts)[:32])
     sessions = {p: verify.onnx_session(f / "model.onnx", FLAGS.threads) for p, f in exports.items()}
     keras_call = _keras_function(model)
     backends = {"keras": keras_call}
@@ -373,6 +384,7 @@ def main(argv):
         agreement[precision] = verify.compare(keras_logits, logits)
         agreement[precision]["accuracy"] = verify.accuracy(logits, agreement_data.labels)
         agreement[precision]["padding"] = predictor.padding
+        agreement[precision]["batch_size"] = predictor.batch_size
         agreement[precision].update(verify.accuracy_change(
             keras_logits, logits, agreement_data.labels))
     agreement["keras_accuracy"] = verify.accuracy(keras_logits, agreement_data.labels)

@@ -7,19 +7,21 @@ All three take an ONNX file and write another; none needs TensorFlow.
   fusions of `export.fusion` (layer norm, GELU, self-attention). The fusions of onnxruntime's
   extended/all levels (Add + LayerNormalization -> SkipLayerNormalization, bias + GELU) depend
   on the machine and are applied by onnxruntime when a session loads.
-- `quantize_int8`: onnxruntime dynamic quantisation: weights of MatMul (constant right-hand side
-  only, so attention's activation-activation products stay float; by default not the
-  feed-forward output projections), of the fused ``Attention`` nodes (which become
-  ``QAttention``) and of the embedding Gathers are stored as 8-bit integers with a per-channel
-  scale; activations are quantised on the fly. `INT8_RECIPES` names the alternatives measured. The embedding table is most of a small encoder's bytes, so quantising Gather is what
-  brings the file under a third of fp32.
+- `quantize_int8`: onnxruntime int8 quantisation: weights of MatMul (constant right-hand side
+  only, so attention's activation-activation products stay float), of the fused ``Attention``
+  nodes (which become ``QAttention``) and of the embedding Gathers are stored as 8-bit integers
+  with a per-channel scale; activations are quantised on the fly, per tensor (dynamic
+  quantisation) or, for the MatMuls turned into ``MatMulNBits``, per token and block.
+  `INT8_RECIPES` names the recipes measured; the export uses ``INT8_RECIPES["default"]``
+  (`DEFAULT_INT8_RECIPE`). The embedding table is most of a small encoder's bytes, so
+  quantising Gather is what brings the file under a third of fp32.
 - `convert_fp16`: float16 weights and compute with float32 inputs/outputs kept (for GPUs and
   for halving the file; on CPU onnxruntime inserts casts and is usually slower than fp32).
 
 Example:
 ```python
 optimize_graph("model_raw.onnx", "model.onnx")
-quantize_int8("model.onnx", "model_int8.onnx")
+quantize_int8("model.onnx", "model_int8.onnx", **INT8_RECIPES["default"])
 ```
 
 References:
@@ -79,6 +81,7 @@ def optimize_graph(src, dst, fusion="all"):
 
 
 INT8_WEIGHT_TYPES = ("int8", "uint8")
+BLOCKWISE_SCOPES = ("all", "ffn_output")
 
 
 def quantize_int8(
@@ -91,6 +94,8 @@ def quantize_int8(
     weight_type="uint8",
     float_top_layers=0,
     float_ffn_output=True,
+    matmul_block_size=None,
+    blockwise="all",
 ):
     """Dynamic int8 quantisation with onnxruntime (weights int8, activations uint8 on the fly).
 
@@ -117,11 +122,25 @@ def quantize_int8(
             MatMul reading the GELU output, whose activations carry BERT's outliers and whose
             dynamic per-tensor activation scale is the coarsest) in float32
             (`ffn_output_nodes`).
+        matmul_block_size: None (default) or an int: quantise MatMuls into onnxruntime's
+            ``MatMulNBits`` instead (which ones: `blockwise`): symmetric 8-bit weights with one
+            scale per block of this many input channels, and activations quantised to int8 on
+            the fly per row (token) and block (``accuracy_level`` 4), so one token's outliers
+            no longer coarsen every other token's scale, as the per-tensor scale of dynamic
+            quantisation does. The feed-forward output projections are then quantised too
+            (`float_ffn_output` is ignored). Needs onnxruntime >= 1.22 (8-bit ``MatMulNBits``
+            on CPU) and the ``onnx-ir`` package. Slower than dynamic int8 on x86 for these
+            shapes (BUILD_NOTES, "Per-token int8").
+        blockwise: ``"all"`` (default: every MatMul not kept float) or ``"ffn_output"`` (only
+            the feed-forward output projections, `ffn_output_nodes`, whose inputs carry the
+            largest per-token outliers; the other MatMuls get dynamic int8). Used with
+            `matmul_block_size`.
 
-    The defaults were picked on the main job's MiniLM classifier (1,000 IMDB test reviews,
-    BUILD_NOTES): label agreement with Keras 99.7 % (3 flips) vs 98.8 % (12) for per-channel
-    uint8 x int8 everywhere (`INT8_RECIPES["compact"]`), at 0.377 of the fp32 file instead of
-    0.260.
+    These defaults (`INT8_RECIPES["uint8_float_ffn_output"]`) were the export's default
+    recipe until 2026-12-07, picked on the main job's MiniLM classifier on an AVX2 CPU (1,000
+    IMDB test reviews, BUILD_NOTES): label agreement with Keras 99.7 % (3 flips) vs 98.8 % (12)
+    for per-channel uint8 x int8 everywhere (`INT8_RECIPES["compact"]`). The export's default
+    is now `DEFAULT_INT8_RECIPE` (per-token int8 for the feed-forward outputs).
 
     Returns:
         `dst`.
@@ -135,7 +154,13 @@ def quantize_int8(
         float_top_layers < 0
     ):
         raise ValueError(f"float_top_layers must be an int >= 0, got {float_top_layers!r}.")
-    op_types = ["MatMul"] + (["Attention"] if quantize_attention else [])
+    if matmul_block_size is not None:
+        _check_block_size(matmul_block_size)
+    if blockwise not in BLOCKWISE_SCOPES:
+        raise ValueError(f"blockwise must be one of {BLOCKWISE_SCOPES}, got {blockwise!r}.")
+    every_matmul_blockwise = matmul_block_size is not None and blockwise == "all"
+    op_types = [] if every_matmul_blockwise else ["MatMul"]
+    op_types += ["Attention"] if quantize_attention else []
     op_types += ["Gather"] if quantize_embeddings else []
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as tmp:
         unfused = os.path.join(tmp, "unfused.onnx")
@@ -146,7 +171,11 @@ def quantize_int8(
         model = onnx.load(src)
         gemm_to_matmul(model)
         excluded = top_layer_nodes(model, float_top_layers) if float_top_layers else []
-        excluded += ffn_output_nodes(model) if float_ffn_output else []
+        if matmul_block_size is not None:
+            chosen = None if blockwise == "all" else ffn_output_nodes(model)
+            model = blockwise_matmuls(model, matmul_block_size, excluded, only=chosen)
+        elif float_ffn_output:
+            excluded += ffn_output_nodes(model)
         onnx.save(model, unfused)
         # ONNX shape inference only: onnxruntime's symbolic shape inference does not finish on
         # tf2onnx graphs and then dumps `sym_shape_infer_temp.onnx` into the working directory.
@@ -169,10 +198,73 @@ def quantize_int8(
     return dst
 
 
+def _check_block_size(block_size):
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or (
+        block_size < 16 or block_size & (block_size - 1)
+    ):
+        raise ValueError(
+            f"matmul_block_size must be a power of two >= 16 (MatMulNBits), got {block_size!r}."
+        )
+
+
+def blockwise_matmuls(model, block_size, excluded=(), only=None):
+    """The model with every MatMul of a constant weight (but those named in `excluded`; with
+    `only`, just those named there) turned into onnxruntime's ``MatMulNBits``: symmetric 8-bit
+    weights, one scale per block of `block_size` input channels, int8 compute with activations
+    quantised per row and block (``accuracy_level`` 4). Returns a new `onnx.ModelProto`.
+
+    Raises:
+        ValueError: onnxruntime is older than 1.22 (no 8-bit ``MatMulNBits`` on CPU) or
+            ``onnx-ir`` is missing.
+    """
+    import onnxruntime as ort
+
+    _check_block_size(block_size)
+    version = tuple(int(part) for part in ort.__version__.split(".")[:2])
+    if version < (1, 22):
+        raise ValueError(
+            f"matmul_block_size needs onnxruntime >= 1.22 (8-bit MatMulNBits on CPU), found "
+            f"{ort.__version__}; upgrade it (pip install -U onnxruntime) or pick a recipe "
+            "without matmul_block_size."
+        )
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as error:
+        raise ValueError(
+            f"matmul_block_size needs onnxruntime's MatMulNBits quantizer ({error}); install "
+            "onnx-ir (pip install onnx-ir)."
+        ) from error
+
+    skipped = set(excluded)
+    if only is not None:
+        # (The quantizer's nodes_to_include does not restrict it; exclude the rest instead.)
+        skipped |= {node.name for node in model.graph.node
+                    if node.op_type == "MatMul" and node.name not in set(only)}
+    quantizer = MatMulNBitsQuantizer(
+        model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
+        nodes_to_exclude=sorted(skipped), op_types_to_quantize=("MatMul",),
+    )
+    quantizer.process()
+    return quantizer.model.model
+
+
 # Named int8 recipes (keyword arguments of `quantize_int8` over its defaults): `export.to_onnx
 # --int8_recipe` picks one ("default" unless told), `export.benchmark --int8_recipes` compares.
+#
+# "default" (since 2026-12-07): per-token int8 for the feed-forward output projections, whose
+# inputs carry the outliers of a few tokens (MatMulNBits: 8-bit weights in blocks of 128 input
+# channels, activations quantised per token and block), dynamic int8 with 7-bit int8 weights
+# elsewhere (VNNI's u8 x s8 kernel; 7 bits cannot saturate AVX2's int16 pair sums, so the same
+# integers on both). On the main job's model (Zen 4, BUILD_NOTES "Per-token int8"): 99.5 %
+# label agreement at 0.97-1.00x optimum int8's time, where the previous default
+# (`uint8_float_ffn_output`) gave 99.3 % at 1.5-1.6x.
+DEFAULT_INT8_RECIPE = {"weight_type": "int8", "reduce_range": True, "matmul_block_size": 128,
+                       "blockwise": "ffn_output"}
 INT8_RECIPES = {
-    "default": {},
+    "default": DEFAULT_INT8_RECIPE,
+    # The default from 2026-12-03 to 2026-12-07 (`quantize_int8`'s own defaults): uint8
+    # weights (exact integer arithmetic on every x86 CPU), feed-forward outputs kept float.
+    "uint8_float_ffn_output": {},
     # The smallest file: every weight int8 (the default before 2026-12-03).
     "compact": {"weight_type": "int8", "float_ffn_output": False},
     "int8_weights": {"weight_type": "int8"},
@@ -190,6 +282,9 @@ INT8_RECIPES = {
                                 "float_top_layers": 1},
     "compact_reduce_range": {"weight_type": "int8", "float_ffn_output": False,
                              "reduce_range": True},
+    # Per-token int8 for every MatMul (blocks of 32): the most accurate, and the slowest
+    # (MatMulNBits runs these shapes 2.2-2.8x slower than dynamic int8 on x86).
+    "blockwise": {"weight_type": "int8", "matmul_block_size": 32},
 }
 
 

@@ -373,7 +373,7 @@ def export_onnx(
     opset=DEFAULT_OPSET,
     optimize=True,
     fusion="all",
-    max_abs_diff=1e-4,
+    max_abs_diff=verify.DEFAULT_MAX_ABS_DIFF,
     min_agreement=0.99,
     source_path=None,
     text_cleaning=None,
@@ -393,9 +393,11 @@ def export_onnx(
             quantisation accuracy delta to the report.
         label_names: optional list of class names (default ``class_0`` ...).
         quantize: None (fp32), ``"int8"`` (dynamic) or ``"fp16"``.
-        int8_recipe: a name of `export.quantize.INT8_RECIPES`, default ``"default"`` (uint8
-            weights, feed-forward output projections kept float); ``"compact"`` gives the
-            smallest file. Used with ``quantize="int8"``.
+        int8_recipe: a name of `export.quantize.INT8_RECIPES`, default ``"default"`` (per-token
+            int8 for the feed-forward output projections, dynamic int8 with 7-bit weights
+            elsewhere; needs onnxruntime >= 1.22 to run); ``"compact"`` gives the smallest
+            file, ``"uint8_float_ffn_output"`` the previous default. Used with
+            ``quantize="int8"``.
         opset: int in [13, 18], default 17.
         optimize: bool, default True. Offline graph optimisation (`quantize.optimize_graph`).
         fusion: ``"all"`` (default: layer norm, GELU and self-attention fused into single
@@ -611,8 +613,9 @@ def _flags():
     flags.DEFINE_string("output_dir", None, "Folder for model.onnx, tokenizer files, report.")
     flags.DEFINE_enum("quantize", None, list(quantize_lib.QUANTIZE_MODES), "int8 or fp16.")
     flags.DEFINE_enum("int8_recipe", "default", list(quantize_lib.INT8_RECIPES),
-                      "Which weights int8 keeps in float (export.quantize.INT8_RECIPES): "
-                      "'default' (closest to fp32), 'compact' (smallest file), ...")
+                      "How int8 quantises (export.quantize.INT8_RECIPES): 'default' (per-token "
+                      "int8 for the feed-forward outputs), 'blockwise' (closest to fp32, "
+                      "slower), 'compact' (smallest file), ...")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}).",
                          lower_bound=MIN_OPSET, upper_bound=MAX_OPSET)
     flags.DEFINE_bool("optimize", True, "Offline graph optimisation (basic level).")
@@ -638,7 +641,7 @@ def _flags():
     flags.DEFINE_integer(
         "num_texts", 1000, "Number of verification texts (IMDB: balanced). 1,000 resolve a "
         "0.99 agreement gate (10 flips allowed); far fewer let one text decide it.")
-    flags.DEFINE_float("max_abs_diff", 1e-4, "fp32 tolerance on logits.")
+    flags.DEFINE_float("max_abs_diff", verify.DEFAULT_MAX_ABS_DIFF, "fp32 tolerance on logits.")
     flags.DEFINE_float("min_agreement", 0.99, "Minimum label agreement for int8/fp16.")
     flags.DEFINE_list("labels", None, "Class names (default: neg,pos for 2 classes).")
     flags.DEFINE_bool(

@@ -39,6 +39,8 @@ KERAS_BATCH_SIZE = 16
 # Padding invariance is a property of the graph, not of the text: this many texts settle it,
 # and the one-text-per-batch run of the whole slice would cost as much as the slice itself.
 PADDING_CHECK_TEXTS = 256
+# The fp32 tolerance on logits, also what counts as "the same logits" (batch, padding).
+DEFAULT_MAX_ABS_DIFF = 1e-4
 Z_95 = 1.959963984540054
 
 
@@ -221,7 +223,7 @@ def verify_export(
     final_path,
     texts,
     labels=None,
-    max_abs_diff=1e-4,
+    max_abs_diff=DEFAULT_MAX_ABS_DIFF,
     min_agreement=0.99,
     attention_model=None,
 ):

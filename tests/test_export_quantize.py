@@ -52,13 +52,15 @@ def test_int8_export_agrees_with_keras_on_real_reviews():
     constants = {init.name for init in graph.initializer}
     float_dense = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")
                    and any(i in constants for i in n.input)]
-    # The default recipe keeps exactly the feed-forward output projections float (one per layer).
-    assert len(float_dense) == 4, float_dense
-    assert all("feedforward_output_dense" in name for name in float_dense), float_dense
+    assert not float_dense  # every dense layer is int8
     assert report["int8_recipe"] == "default"
-    assert not any(t == "INT8" for t in types.values())  # uint8 weights
+    # The default: per-token int8 (MatMulNBits) for exactly the feed-forward output
+    # projections (one per layer), dynamic int8 with int8 weights for the other dense layers.
+    blockwise = [n.name for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(blockwise) == 4 and all("feedforward_output" in n for n in blockwise), blockwise
+    assert any(t == "INT8" for t in types.values())
     ops = {n.op_type for n in graph.node}
-    assert "MatMulInteger" in ops
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     assert "QAttention" in ops and "Attention" not in ops  # the fused exact layer, int8
     # (MiniLM reaches 0.26; in this tiny model biases and norms weigh more.)
     assert report["file_bytes"]["int8"] * 2 <= report["file_bytes"]["fp32"]
@@ -180,9 +182,68 @@ def test_every_int8_recipe_writes_a_working_model(tmp_path, recipe):
         assert any(t == "INT8" for t in types.values())
     float_ffn = [n for n in graph.node if n.op_type == "MatMul" and "feedforward_output" in n.name
                  and any(i.endswith("ReadVariableOp:0") for i in n.input)]
-    # Float feed-forward outputs: all of them, or those of the float top layers.
-    assert bool(float_ffn) == (options.get("float_ffn_output", True)
+    blockwise = options.get("matmul_block_size") is not None
+    # Float feed-forward outputs: all of them, or those of the float top layers; blockwise
+    # recipes quantise every MatMul.
+    assert bool(float_ffn) == ((options.get("float_ffn_output", True) and not blockwise)
                                or options.get("float_top_layers", 0) > 0)
+    assert ("MatMulNBits" in ops) == blockwise
+    dynamic = "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert dynamic == (not blockwise or options.get("blockwise") == "ffn_output")
+
+
+def test_blockwise_int8_quantises_activations_per_token(tmp_path):
+    """MatMulNBits (8-bit weights in blocks, int8 activations per row and block) replaces the
+    chosen MatMuls; with float attention no scale spans two texts, so a text's logits are the
+    same alone and among others, and they are closer to fp32 than per-tensor int8's."""
+    folder, _, _ = exported("exact", layers=3)
+    src = str(folder / "model.onnx")
+    model = onnx.load(src)
+    quantize_lib.gemm_to_matmul(model)
+    constants = {init.name for init in model.graph.initializer}
+    matmuls = sum(n.op_type == "MatMul" and n.input[1] in constants for n in model.graph.node)
+    ffn_outputs = len(quantize_lib.ffn_output_nodes(model))
+    assert ffn_outputs == 3
+    texts, _ = imdb(per_class=6, seed=13)
+    tokenizer = Predictor(folder).tokenizer
+    fp32 = verify.run_texts(verify.onnx_session(src), tokenizer, texts, padding="longest",
+                            batch_size=1)
+    recipes = {
+        "compact": (quantize_lib.INT8_RECIPES["compact"], 0),
+        "blockwise": (quantize_lib.INT8_RECIPES["blockwise"], matmuls),
+        "default": (quantize_lib.INT8_RECIPES["default"], ffn_outputs),
+        "float_attention": ({"matmul_block_size": 32, "quantize_attention": False}, matmuls),
+    }
+    errors = {}
+    for name, (options, blockwise_count) in recipes.items():
+        dst = str(tmp_path / f"{name}.onnx")
+        quantize_lib.quantize_int8(src, dst, **options)
+        graph = onnx.load(dst).graph
+        assert sum(n.op_type == "MatMulNBits" for n in graph.node) == blockwise_count, name
+        # No float MatMul of a weight is left: the rest went to dynamic int8.
+        assert not any(n.op_type in ("MatMul", "Gemm") and n.input[1] in constants
+                       for n in graph.node), name
+        session = verify.onnx_session(dst)
+        alone = verify.run_texts(session, tokenizer, texts, padding="longest", batch_size=1)
+        errors[name] = float(np.abs(alone - fp32).mean())
+        if name == "float_attention":
+            batched = verify.run_texts(session, tokenizer, texts, padding="longest",
+                                       batch_size=len(texts))
+            np.testing.assert_allclose(batched, alone, atol=1e-5)
+    assert 0 < errors["blockwise"] < errors["compact"], errors
+    assert 0 < errors["float_attention"] < errors["compact"], errors
+    assert 0 < errors["default"] < 0.5, errors
+
+
+def test_blockwise_block_size_is_checked(tmp_path):
+    folder, _, _ = exported("exact", layers=3)
+    for size in (0, 24, 8, True, "32"):
+        with pytest.raises(ValueError, match="power of two >= 16"):
+            quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
+                                       matmul_block_size=size)
+    with pytest.raises(ValueError, match="blockwise must be one of"):
+        quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
+                                   matmul_block_size=32, blockwise="attention")
 
 
 def test_float_top_layers_keeps_the_top_layer_and_head_float(tmp_path):
