@@ -77,6 +77,24 @@ def run_texts(session, tokenizer, texts, padding="max_length", batch_size=8):
     return np.concatenate(outputs)
 
 
+def batch_invariance(session, tokenizer, texts, padding="longest", check_texts=None,
+                     max_abs_diff=DEFAULT_MAX_ABS_DIFF):
+    """Logits of `texts` one text per call, and whether batching changes them.
+
+    The first `check_texts` texts (all when None) are rerun in batches of 8. Returns
+    ``(logits, comparison, invariant)``: the one-per-call logits [N, C], `compare`'s dict of
+    the batched rerun against them, and whether no logit moved beyond `max_abs_diff`.
+    onnxruntime's dynamic int8 picks each activation scale from the whole batch, so a text's
+    int8 logits can depend on the texts beside it; the predictor batches only graphs whose
+    logits do not.
+    """
+    alone = run_texts(session, tokenizer, texts, padding=padding, batch_size=1)
+    subset = texts if check_texts is None else texts[:check_texts]
+    batched = run_texts(session, tokenizer, subset, padding=padding)
+    comparison = compare(alone[: len(subset)], batched)
+    return alone, comparison, bool(comparison["max_abs_diff"] <= max_abs_diff)
+
+
 def _feeds(names, batch):
     feeds = {}
     for name in names:
@@ -321,14 +339,9 @@ def verify_export(
 
     if final_path:
         padding = "longest" if result["padding_invariant"] else "max_length"
-        # One text per call, as the page runs every text: dynamic quantisation picks each
-        # activation scale from the whole batch, so a text's int8 logits can depend on the
-        # texts beside it. The batched rerun below measures whether they do; the predictor
-        # then batches only graphs whose logits do not depend on the batch.
-        final_logits = run_texts(final, tokenizer, texts, padding=padding, batch_size=1)
-        batched = run_texts(final, tokenizer, subset, padding=padding)
-        result["batch"] = compare(final_logits[: len(subset)], batched)
-        result["batch_invariant"] = bool(result["batch"]["max_abs_diff"] <= max_abs_diff)
+        # One text per call, as the page runs every text.
+        final_logits, result["batch"], result["batch_invariant"] = batch_invariance(
+            final, tokenizer, texts, padding, len(subset), max_abs_diff)
         result["final"] = compare(keras_logits, final_logits)
         result["final"]["padding"] = padding
         result["final"]["batch_size"] = 1

@@ -286,3 +286,35 @@ def test_agreement_statistics():
     assert "use at least 300 texts" in verify.resolution_warning(128, 0.99)
     assert verify.resolution_warning(1000, 0.99) is None
     assert verify.resolution_warning(10, 1.0) is None
+
+
+class _BatchSession:
+    """An onnxruntime-like session whose logits are a text's mean id, shifted by the batch's
+    mean when `per_batch` (as a batch-wide activation scale would shift them)."""
+
+    def __init__(self, per_batch):
+        self.per_batch = per_batch
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "token_ids"})()]
+
+    def run(self, names, feeds):
+        ids = feeds["token_ids"].astype(np.float32)
+        own = ids.mean(axis=1, keepdims=True)
+        shift = ids.mean() if self.per_batch else 0.0
+        return [np.concatenate([own - shift, -own], axis=1)]
+
+
+def _id_tokenizer(texts, padding="max_length"):
+    return {"token_ids": np.array([[len(t), len(t) % 7, 3] for t in texts])}
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_batch_invariance_reruns_texts_in_batches(per_batch):
+    texts = [f"review {'x' * i}" for i in range(20)]
+    logits, comparison, invariant = verify.batch_invariance(
+        _BatchSession(per_batch), _id_tokenizer, texts, check_texts=12)
+    assert logits.shape == (20, 2)
+    assert comparison["n"] == 12
+    assert invariant is (not per_batch)
+    assert (comparison["max_abs_diff"] > 1e-4) is per_batch
