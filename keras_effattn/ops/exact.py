@@ -448,14 +448,17 @@ def chunked_attention(
                     z = _block_dropout_scale(seed_t, j, tf.shape(p), rate, i)
                     p_used = p * z
                     d_p = d_p * z
-                d_v_j = tf.matmul(tf.cast(p_used, dtype), d_out_i, transpose_a=True)
                 d_s = tf.cast(p * (d_p - delta_i), dtype)
                 d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
                 d_q.set_shape(q_i.shape)  # the loop value keeps its static shape (graphs)
-                d_k_j = tf.matmul(d_s, q_i, transpose_a=True)
+                # dK and dV of the block come out transposed, [B, N, H, C]: the operand XLA
+                # transposes is then the [Tq, H] one (dO, Q), not the [Tq, C] one (P, dS),
+                # which made the step ~10 % slower on a CPU (BUILD_NOTES, issue 14).
+                d_v_t = tf.matmul(d_out_i, tf.cast(p_used, dtype), transpose_a=True)
+                d_k_t = tf.matmul(q_i, d_s, transpose_a=True)
                 return (j + 1, d_q,
-                        kv_rows.add(d_k, j, tf.transpose(d_k_j, [0, 2, 1, 3])),
-                        kv_rows.add(d_v, j, tf.transpose(d_v_j, [0, 2, 1, 3])))
+                        kv_rows.add(d_k, j, tf.transpose(d_k_t, [0, 3, 1, 2])),
+                        kv_rows.add(d_v, j, tf.transpose(d_v_t, [0, 3, 1, 2])))
 
             init = (tf.constant(0), tf.zeros(tf.shape(q_i), tf.float32),
                     kv_rows.begin_pass(d_k_sum, dtype), kv_rows.begin_pass(d_v_sum, dtype))
