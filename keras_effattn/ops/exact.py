@@ -221,7 +221,7 @@ def chunked_attention(
     O(B·N·(T·H + Tq·C)) instead of O(B·N·T·S): beyond the inputs, outputs and gradients
     themselves, only one [B, N, Tq, C] block of scores lives at a time. Tiles and blocks are
     sliced from the inputs step by step (no blocked copies), and under XLA the output and the
-    gradients are written in place in their final layout (BUILD_NOTES: growth within 1.6× of
+    gradients are written in place in their final layout (BUILD_NOTES: growth within 1.8× of
     PyTorch SDPA's at n = 4096-16384 on a CPU).
 
     Args:
