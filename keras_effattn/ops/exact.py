@@ -451,9 +451,10 @@ def chunked_attention(
                 d_s = tf.cast(p * (d_p - delta_i), dtype)
                 d_q = d_q + tf.cast(tf.matmul(d_s, k_j), tf.float32)
                 d_q.set_shape(q_i.shape)  # the loop value keeps its static shape (graphs)
-                # dK and dV of the block come out transposed, [B, N, H, C]: the operand XLA
-                # transposes is then the [Tq, H] one (dO, Q), not the [Tq, C] one (P, dS),
-                # which made the step ~10 % slower on a CPU (BUILD_NOTES, issue 14).
+                # dK and dV of the block come out transposed, [B, N, H, C]: the operand the
+                # matmul contracts on its first axis is then the [Tq, H] one (dO, Q), not the
+                # [Tq, C] one (P, dS), which made the step 10-20 % slower on a CPU (BUILD_NOTES,
+                # issue 14).
                 d_v_t = tf.matmul(d_out_i, tf.cast(p_used, dtype), transpose_a=True)
                 d_k_t = tf.matmul(q_i, d_s, transpose_a=True)
                 return (j + 1, d_q,
