@@ -245,6 +245,31 @@ def test_chunked_half_precision_is_finite_and_close(dtype):
     np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), want, atol=0.05)
 
 
+@pytest.mark.parametrize("jit", ["auto", False], ids=["xla", "tensorflow"])
+@pytest.mark.parametrize("dtype,tol", [("float16", 0.01), ("bfloat16", 0.04)])
+@pytest.mark.parametrize("case", ["key_padding", "causal_and_key", "left_padding"])
+def test_chunked_half_precision_gradients_match_float32_plain(case, dtype, tol, jit):
+    # The backward recomputes each block's probabilities in the compute dtype and accumulates
+    # dQ, dK and dV over blocks and query tiles; compare with plain float32 attention's
+    # gradients relative to their largest entry (bfloat16 keeps 8 bits, float16 11).
+    q, k, v = _qkv(13, 11, seed=9)
+    parts, _ = _mask_cases(13, 11, np.random.default_rng(6))[case]
+    want = _grads(lambda a, b, c: exact.fused_attention(a, b, c, parts)[0], q, k, v)
+
+    def half(a, b, c):
+        out = exact.chunked_attention(*(tf.cast(x, dtype) for x in (a, b, c)), parts,
+                                      chunk_size=4, query_chunk_size=5, jit_compile=jit)
+        assert out.dtype == dtype
+        return tf.cast(out, tf.float32)
+
+    got = _grads(half, q, k, v)
+    for name, g_half, g_ref in zip("qkv", got, want):
+        assert np.all(np.isfinite(g_half)), name
+        largest = np.abs(g_ref).max()
+        assert largest > 0.1, name  # the masks leave gradient to compare
+        np.testing.assert_allclose(g_half, g_ref, atol=tol * largest, err_msg=name)
+
+
 def test_bad_arguments():
     q, k, v = _qkv(3, 3)
     with pytest.raises(ValueError, match="chunk_size"):
