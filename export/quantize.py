@@ -93,7 +93,7 @@ def quantize_int8(
     reduce_range=False,
     weight_type="uint8",
     float_top_layers=0,
-    float_ffn_output=True,
+    float_ffn_output=None,
     matmul_block_size=None,
     blockwise="all",
 ):
@@ -119,17 +119,19 @@ def quantize_int8(
             saturate, VNNI's ``vpdpbusd`` elsewhere).
         float_top_layers: int, default 0. Keep this many of the top encoder layers and the
             classifier head in float32 (`top_layer_nodes`).
-        float_ffn_output: bool, default True. Keep every feed-forward output projection (the
-            MatMul reading the GELU output, whose activations carry BERT's outliers and whose
-            dynamic per-tensor activation scale is the coarsest) in float32
-            (`ffn_output_nodes`).
+        float_ffn_output: bool or None (default: True without `matmul_block_size`, False
+            with it). Keep every feed-forward output projection (the MatMul reading the GELU
+            output, whose activations carry BERT's outliers and whose dynamic per-tensor
+            activation scale is the coarsest) in float32 (`ffn_output_nodes`). True with
+            ``blockwise="ffn_output"`` is an error: that option quantises exactly those
+            projections.
         matmul_block_size: None (default) or an int: quantise MatMuls into onnxruntime's
             ``MatMulNBits`` instead (which ones: `blockwise`): symmetric 8-bit weights with one
             scale per block of this many input channels, and activations quantised to int8 on
             the fly per row (token) and block (``accuracy_level`` 4), so one token's outliers
             no longer coarsen every other token's scale, as the per-tensor scale of dynamic
-            quantisation does. The feed-forward output projections are then quantised too
-            (`float_ffn_output` is ignored). Needs onnxruntime >= 1.22 (8-bit ``MatMulNBits``
+            quantisation does. The feed-forward output projections are then quantised too,
+            unless `float_ffn_output` is True. Needs onnxruntime >= 1.22 (8-bit ``MatMulNBits``
             on CPU) and the ``onnx-ir`` package. Slower than dynamic int8 on x86 for these
             shapes (BUILD_NOTES, "Per-token int8").
         blockwise: ``"all"`` (default: every MatMul not kept float) or ``"ffn_output"`` (only
@@ -159,6 +161,14 @@ def quantize_int8(
         _check_block_size(matmul_block_size)
     if blockwise not in BLOCKWISE_SCOPES:
         raise ValueError(f"blockwise must be one of {BLOCKWISE_SCOPES}, got {blockwise!r}.")
+    if float_ffn_output is None:
+        float_ffn_output = matmul_block_size is None
+    elif float_ffn_output and matmul_block_size is not None and blockwise == "ffn_output":
+        raise ValueError(
+            "float_ffn_output=True keeps the feed-forward output projections float, but "
+            "blockwise='ffn_output' quantises exactly those per token; pass one of them "
+            "(blockwise='all' with float_ffn_output=True quantises every other MatMul per token)."
+        )
     every_matmul_blockwise = matmul_block_size is not None and blockwise == "all"
     op_types = [] if every_matmul_blockwise else ["MatMul"]
     op_types += ["Attention"] if quantize_attention else []
@@ -172,11 +182,11 @@ def quantize_int8(
         model = onnx.load(src)
         gemm_to_matmul(model)
         excluded = top_layer_nodes(model, float_top_layers) if float_top_layers else []
+        if float_ffn_output:
+            excluded += ffn_output_nodes(model)
         if matmul_block_size is not None:
             chosen = None if blockwise == "all" else ffn_output_nodes(model)
             model = blockwise_matmuls(model, matmul_block_size, excluded, only=chosen)
-        elif float_ffn_output:
-            excluded += ffn_output_nodes(model)
         onnx.save(model, unfused)
         # ONNX shape inference only: onnxruntime's symbolic shape inference does not finish on
         # tf2onnx graphs and then dumps `sym_shape_infer_temp.onnx` into the working directory.

@@ -184,8 +184,8 @@ def test_every_int8_recipe_writes_a_working_model(tmp_path, recipe):
                  and any(i.endswith("ReadVariableOp:0") for i in n.input)]
     blockwise = options.get("matmul_block_size") is not None
     # Float feed-forward outputs: all of them, or those of the float top layers; blockwise
-    # recipes quantise every MatMul.
-    assert bool(float_ffn) == ((options.get("float_ffn_output", True) and not blockwise)
+    # recipes quantise them unless told to keep them float.
+    assert bool(float_ffn) == (options.get("float_ffn_output", not blockwise)
                                or options.get("float_top_layers", 0) > 0)
     assert ("MatMulNBits" in ops) == blockwise
     dynamic = "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
@@ -244,6 +244,26 @@ def test_blockwise_block_size_is_checked(tmp_path):
     with pytest.raises(ValueError, match="blockwise must be one of"):
         quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
                                    matmul_block_size=32, blockwise="attention")
+
+
+def test_float_ffn_output_with_blockwise_keeps_them_float(tmp_path):
+    folder, _, _ = exported("exact", layers=3)
+    src, dst = str(folder / "model.onnx"), str(tmp_path / "x.onnx")
+    model = onnx.load(src)
+    quantize_lib.gemm_to_matmul(model)
+    ffn = set(quantize_lib.ffn_output_nodes(model))
+    assert len(ffn) == 3
+    quantize_lib.quantize_int8(src, dst, weight_type="int8", matmul_block_size=32,
+                               float_ffn_output=True)
+    nodes = onnx.load(dst).graph.node
+    assert {n.name for n in nodes if n.op_type == "MatMul"} >= ffn
+    assert not any(n.name in ffn for n in nodes if n.op_type == "MatMulNBits")
+    assert sum(n.op_type == "MatMulNBits" for n in nodes) > 0
+    # Every other MatMul of a weight went per token: no dynamic int8 is left.
+    assert not any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes)
+    with pytest.raises(ValueError, match="blockwise='ffn_output' quantises exactly those"):
+        quantize_lib.quantize_int8(src, dst, matmul_block_size=32, blockwise="ffn_output",
+                                   float_ffn_output=True)
 
 
 def test_float_top_layers_keeps_the_top_layer_and_head_float(tmp_path):
