@@ -8,6 +8,7 @@ recomputing.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -153,6 +154,25 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
                "--noperplexity")
     assert _rows(out) == all_rows
     assert "## WikiText-2 masked-LM perplexity" in (out / "summary.md").read_text()
+    # A fresh checkout has the finished rows but no models (they are not kept in git): a
+    # zero-shot row still to run trains its baseline again beside it instead of failing.
+    glue_runs = out / "glue" / "runs"
+    baseline_run, zero_run = rows[0]["run_id"], zero[0]["run_id"]
+    (glue_runs / baseline_run / "model.keras").unlink()
+    shutil.rmtree(glue_runs / zero_run)
+    run_script("glue_lowrank", "--quick", f"--data_dir={data_dir}", f"--output_dir={out}",
+               "--tasks=MRPC;STS-B", "--variants=keras;lowrank(k=none,qkv_rank=4)",
+               "--train_examples=32", "--train_caps=MRPC=24", "--dev_examples=16",
+               "--zero_shot=lowrank(k=none,qkv_rank=4)", "--batch_size=8", "--max_length=32",
+               "--noperplexity")
+    again = {r["run_id"]: r for r in _rows(out)}
+    assert again[zero_run]["baseline_retrained"] == "True"
+    assert -1.0 <= float(again[zero_run]["baseline_retrained_glue_score"]) <= 1.0
+    assert (glue_runs / zero_run / "baseline" / "model.keras").is_file()
+    assert not (glue_runs / baseline_run / "model.keras").exists()
+    for row in all_rows:
+        if row["run_id"] != zero_run:
+            assert again[row["run_id"]]["glue_score"] == row["glue_score"], row["run_id"]
 
 
 def test_glue_lowrank_names_an_unknown_task(tmp_path, data_dir):
