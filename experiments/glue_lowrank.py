@@ -565,6 +565,9 @@ def report(glue_rows, ppl_rows, variants, out_dir):
         columns = ["task", "variant", "glue_metric", "glue_score", "glue_accuracy", "glue_f1",
                    "glue_spearman", "latency_ms_per_sample", "inference_peak_rss_mb",
                    "epoch_seconds", "trainable_params"]
+        if any(r.get("baseline_retrained_glue_score") not in (None, "") for r in glue_rows):
+            # A zero-shot row swapped into a baseline trained again (its own score beside it).
+            columns.append("baseline_retrained_glue_score")
         lines += ["", "## GLUE dev (each task's metric)", "",
                   suite.conditions_note(pathlib.Path(out_dir) / "glue", glue_rows), "",
                   suite.markdown_table(glue_rows, columns)]

@@ -170,6 +170,7 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
     assert -1.0 <= float(again[zero_run]["baseline_retrained_glue_score"]) <= 1.0
     assert (glue_runs / zero_run / "baseline" / "model.keras").is_file()
     assert not (glue_runs / baseline_run / "model.keras").exists()
+    assert "baseline_retrained_glue_score" in (out / "summary.md").read_text()
     for row in all_rows:
         if row["run_id"] != zero_run:
             assert again[row["run_id"]]["glue_score"] == row["glue_score"], row["run_id"]
