@@ -613,12 +613,13 @@ def glue_chart(glue_rows, variants, path):
 
 
 def finished_rows(folder):
-    """The finished rows a part switched off in this run left in `folder` (its results.csv), so
+    """The finished rows a part switched off in this run left in `folder` (its results.json,
+    whose numbers keep their types, so the summary formats them as the running part's), so
     the summary keeps both parts; [] when there are none."""
     from keras_effattn.utils import io
 
-    path = pathlib.Path(folder) / "results.csv"
-    return io.read_csv(path) if path.is_file() else []
+    path = pathlib.Path(folder) / "results.json"
+    return io.read_json(path)["rows"] if path.is_file() else []
 
 
 def run(settings, data_dir, overwrite=False):
