@@ -44,8 +44,8 @@ the full train splits of RTE, MRPC, STS-B and CoLA and a stratified 8,000-senten
 fine-tuned stock model with rank-16 factors swapped in by SVD and no further training
 (``--zero_shot``; models are not kept in git, so where the stock row is finished but its model
 is gone the zero-shot row trains it again, with the same settings, in its own ``baseline/``
-folder and reports that model's score as ``baseline_retrained_glue_score``); WikiText: all of valid, all of test, 3 adaptation epochs and 1 more per
-variant at lr 1e-4), writes runs/cpu/glue_lowrank/; each part alone:
+folder and reports that model's score as ``baseline_retrained_glue_score``); WikiText: all of
+valid, all of test, 3 adaptation epochs and 1 more per variant at lr 1e-4), writes runs/cpu/glue_lowrank/; each part alone:
 
     python -m experiments.glue_lowrank --tier=cpu --noglue        # WikiText perplexity
     python -m experiments.glue_lowrank --tier=cpu --noperplexity  # GLUE
@@ -274,8 +274,10 @@ def run_glue(settings, data_dir, rows, source):
             # this row, and report its score so the two baselines can be compared.
             baseline_dir = pathlib.Path(run_dir) / "baseline"
             again = train_one(row["task"], variants[0], baseline_dir)
+            # (Its inference peak memory would include that training's: not comparable.)
             retrained = {"baseline_retrained": True,
-                         "baseline_retrained_glue_score": again["glue_score"]}
+                         "baseline_retrained_glue_score": again["glue_score"],
+                         "inference_peak_rss_mb": None}
         return {**zero_shot(settings, spec, dev, baseline_dir, run_dir), **retrained}
 
     # Each task's baseline runs before its zero-shot row (plan's order), in this folder.

@@ -171,6 +171,7 @@ def test_glue_lowrank_quick(tmp_path, data_dir):
     again = {r["run_id"]: r for r in _rows(out)}
     assert again[zero_run]["baseline_retrained"] == "True"
     assert -1.0 <= float(again[zero_run]["baseline_retrained_glue_score"]) <= 1.0
+    assert again[zero_run]["inference_peak_rss_mb"] == ""  # measured after training: dropped
     assert (glue_runs / zero_run / "baseline" / "model.keras").is_file()
     assert not (glue_runs / baseline_run / "model.keras").exists()
     assert "baseline_retrained_glue_score" in (out / "summary.md").read_text()
