@@ -6,7 +6,9 @@ timed beside our ONNX files in one child process: `export.optimum_peer`), and do
 the Keras model's answers? Per-sample latency and throughput at batch 1 and 16, sequence 128
 and 256 (real IMDB reviews packed to that length), the three backends timed in turn in every
 repeat (so machine load hits them alike; medians reported, ratios to Keras from the same run),
-model file sizes, and label agreement with Keras (and accuracy) on IMDB test reviews. Writes
+model file sizes, and label agreement with Keras (and accuracy) on IMDB test reviews, here and,
+with ``--emulate_cpus``, on the int8 kernels of other CPUs run under QEMU (`export.emulated_cpu`,
+e.g. an AVX2 CPU's labels measured on an AVX-512 machine). Writes
 ``results.json`` and ``results.md`` into ``--output_dir`` (default the git-ignored
 ``runs/export_benchmark``; ``--output_dir=results/export_benchmark`` publishes into the tracked
 results) and prints the table.
@@ -15,6 +17,7 @@ Examples:
     python -m export.benchmark --model runs/train/RUN/model.keras --agreement_per_class 50 \
         --repeats 5 --output_dir runs/export_benchmark_quick  # quick
     python -m export.benchmark --model runs/train/RUN/model.keras  # full: 1,000 reviews
+    python -m export.benchmark --model runs/train/RUN/model.keras --emulate_cpus EPYC-v1
 """
 
 import json
@@ -26,6 +29,7 @@ import time
 
 from absl import flags
 
+from export import emulated_cpu
 from export import quantize as quantize_lib
 from export import to_onnx, verify
 from keras_effattn_runtime import cli
@@ -61,6 +65,12 @@ flags.DEFINE_string("hf_folder", None, "Hugging Face folder the optimum peer exp
 flags.DEFINE_list("int8_recipes", ["default"],
                   "int8 recipes to compare (export.quantize.INT8_RECIPES: "
                   + ", ".join(quantize_lib.INT8_RECIPES) + "); 'default' is the exported one.")
+flags.DEFINE_list("emulate_cpus", [],
+                  "QEMU CPU models (`qemu-x86_64 -cpu help`) whose int8 kernels the agreement "
+                  "is also measured on, e.g. EPYC-v1 (Zen 1: AVX2, no VNNI); needs qemu-user. "
+                  "Only labels are measured there, not times (export.emulated_cpu).")
+flags.DEFINE_list("emulate_exports", ["fp32", "int8"],
+                  "Which exports (fp32, int8, int8_<recipe>) run on the emulated CPUs.")
 flags.mark_flags_as_required(["model"])
 FLAGS = flags.FLAGS
 
@@ -272,6 +282,43 @@ def _peer_table(peer):
     return "\n".join(lines)
 
 
+def emulated_agreement(exports, texts, labels, keras_logits, host_logits):
+    """Label agreement with Keras of `exports` run on each of --emulate_cpus (QEMU).
+
+    Returns:
+        dict cpu -> {"isa": what onnxruntime saw there, name -> `verify.compare` entry with
+        ``accuracy`` and ``same_labels_as_host`` (the share of texts whose label is the one
+        the same file gives on this machine)}.
+    """
+    results = {}
+    for cpu in FLAGS.emulate_cpus:
+        start = time.perf_counter()
+        run = emulated_cpu.predict_logits({name: exports[name] for name in FLAGS.emulate_exports},
+                                          texts, cpu, threads=FLAGS.threads)
+        entry = {"isa": run["isa"], "wall_seconds": time.perf_counter() - start}
+        for name, logits in run["logits"].items():
+            entry[name] = verify.compare(keras_logits, logits)
+            entry[name]["accuracy"] = verify.accuracy(logits, labels)
+            entry[name]["same_labels_as_host"] = float(
+                (logits.argmax(-1) == host_logits[name].argmax(-1)).mean())
+        results[cpu] = entry
+    return results
+
+
+def _emulated_table(emulated):
+    lines = ["| emulated CPU (ISA onnxruntime saw) | export | label agreement with Keras | "
+             "95% CI | flips | accuracy | same labels as on this CPU |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    for cpu, entry in emulated.items():
+        for name in FLAGS.emulate_exports:
+            e = entry[name]
+            low, high = e["agreement_ci95"]
+            lines.append(f"| {cpu} ({', '.join(entry['isa'])}) | {name} | "
+                         f"{e['label_agreement']:.4f} | {low:.4f}-{high:.4f} | {e['flips']} | "
+                         f"{e['accuracy']:.4f} | {e['same_labels_as_host']:.4f} |")
+    return "\n".join(lines)
+
+
 def check_flags():
     """Checks the model, the data and the number lists before anything loads or is written.
 
@@ -298,6 +345,14 @@ def check_flags():
             raise cli.UsageError(f"--{name}={FLAGS[name].value} must be at least 1.")
     if pathlib.Path(FLAGS.output_dir).is_file():
         raise cli.UsageError(f"--output_dir {FLAGS.output_dir!r} is a file; pass a folder.")
+    if FLAGS.emulate_cpus:
+        names = {"fp32", "int8"} | {f"int8_{r}" for r in FLAGS.int8_recipes if r != "default"}
+        unknown = sorted(set(FLAGS.emulate_exports) - names)
+        if unknown or not FLAGS.emulate_exports:
+            raise cli.UsageError(
+                f"--emulate_exports={','.join(FLAGS.emulate_exports)}: name one or more of "
+                f"{', '.join(sorted(names))} (int8_<recipe> needs the recipe in --int8_recipes).")
+        emulated_cpu.qemu_command(FLAGS.emulate_cpus[0])  # QEMU installed, or say how
 
 
 def main(argv):
@@ -374,11 +429,11 @@ def main(argv):
     agreement_texts = list(agreement_data.texts)
     packed = base(agreement_texts)
     keras_logits = verify.run_keras(model, packed, batch_size=32)
-    agreement = {"n": len(agreement_texts)}
+    agreement, host_logits = {"n": len(agreement_texts)}, {}
     for precision, folder in exports.items():
         # As users get it: dynamic int8 one text per call (see Predictor.batch_size).
         predictor = predict_lib.Predictor(folder, threads=FLAGS.threads)
-        logits = predictor.predict_logits(agreement_texts)
+        logits = host_logits[precision] = predictor.predict_logits(agreement_texts)
         agreement[precision] = verify.compare(keras_logits, logits)
         agreement[precision]["accuracy"] = verify.accuracy(logits, agreement_data.labels)
         agreement[precision]["padding"] = predictor.padding
@@ -386,6 +441,8 @@ def main(argv):
         agreement[precision].update(verify.accuracy_change(
             keras_logits, logits, agreement_data.labels))
     agreement["keras_accuracy"] = verify.accuracy(keras_logits, agreement_data.labels)
+    emulated = emulated_agreement(exports, agreement_texts, agreement_data.labels,
+                                  keras_logits, host_logits)
 
     sizes = {"model.keras": os.path.getsize(FLAGS.model)}
     sizes.update({f"model.onnx ({name})": os.path.getsize(folder / "model.onnx")
@@ -399,13 +456,17 @@ def main(argv):
         "int8_label_agreement_ok": agreement["int8"]["label_agreement"] >= 0.995,
         "int8_size_ratio": sizes["model.onnx (int8)"] / sizes["model.onnx (fp32)"],
         "int8_size_ratio_ok": sizes["model.onnx (int8)"] * 3 <= sizes["model.onnx (fp32)"],
+        "int8_label_agreement_emulated": {
+            cpu: entry["int8"]["label_agreement"] for cpu, entry in emulated.items()
+            if "int8" in entry},
     }
     results = {
         "model": {"file": os.path.basename(FLAGS.model),
                   "sha256": reports["fp32"]["source_sha256"]},
         "config": {name: FLAGS[name].value for name in (
             "batch_sizes", "lengths", "repeats", "warmup", "threads",
-            "agreement_per_class", "verify_per_class", "seed")},
+            "agreement_per_class", "verify_per_class", "seed", "emulate_cpus",
+            "emulate_exports")},
         "machine": {"cpu_model": cpu_model(), "cpu_isa": cpu_isa(),
                     "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average": list(os.getloadavg())},
@@ -417,6 +478,7 @@ def main(argv):
         "agreement": agreement,
         "export_checks": {p: r["verification"] for p, r in reports.items()},
         "targets": targets,
+        "agreement_emulated": emulated,
         "optimum_peer": peer if peer else {"skipped": peer_note or "--optimum=off"},
     }
     table = _table(rows, sizes)
@@ -428,6 +490,9 @@ def main(argv):
                                              for k, v in roof.items()) + ".\n\n"
         + _agreement_table(agreement, [n for n in exports])
     )
+    if emulated:
+        summary += ("\n\n## The same files on emulated CPUs (QEMU; labels only, no times)\n\n"
+                    + _emulated_table(emulated))
     if peer:
         summary += ("\n\n## The optimum peer (same process, same session options, models "
                     f"timed in turn; optimum {peer['versions']['optimum']}, int8 config "

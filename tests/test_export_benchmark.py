@@ -3,6 +3,7 @@ uncertainty, the optimum peer's switches; export.optimum_peer's timing loop on o
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,7 +37,9 @@ def test_recipes_side_by_side_with_agreement_intervals(tmp_path, data_dir):
     # optimum pins an older transformers, so it is not in the test environment: `auto` notes
     # the skip, `on` refuses with the install command.
     proc = _benchmark(tmp_path, data_dir, "--int8_recipes=default,reduce_range,float_attention",
-                      "--optimum=auto", f"--optimum_path={tmp_path / 'nothing'}")
+                      "--optimum=auto", f"--optimum_path={tmp_path / 'nothing'}",
+                      *(("--emulate_cpus=EPYC-v1", "--emulate_exports=int8,int8_reduce_range")
+                        if shutil.which("qemu-x86_64") else ()))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     backends = {(r["backend"], r["batch"]) for r in results["latency"]}
@@ -59,6 +62,17 @@ def test_recipes_side_by_side_with_agreement_intervals(tmp_path, data_dir):
         assert agreement[name]["batch_size"] == 1, name
     assert results["machine"]["cpu_isa"] and results["machine"]["cpu_model"]
     assert "optimum peer skipped" in results["optimum_peer"]["skipped"]
+    # The same files' labels on an emulated AVX2 CPU (tests/test_export_emulated_cpu.py fails
+    # under CI when QEMU is missing).
+    if shutil.which("qemu-x86_64"):
+        emulated = results["agreement_emulated"]["EPYC-v1"]
+        assert "AVX2" in emulated["isa"] and "AVX-512" not in emulated["isa"]
+        assert set(emulated) == {"isa", "wall_seconds", "int8", "int8_reduce_range"}
+        for name in ("int8", "int8_reduce_range"):
+            assert emulated[name]["n"] == 16
+            assert 0.0 <= emulated[name]["same_labels_as_host"] <= 1.0
+        assert set(results["targets"]["int8_label_agreement_emulated"]) == {"EPYC-v1"}
+        assert "emulated CPUs" in (tmp_path / "out" / "results.md").read_text()
     text = (tmp_path / "out" / "results.md").read_text()
     assert "| int8_reduce_range |" in text and "95% CI" in text
 
@@ -72,6 +86,14 @@ def test_bad_recipe_is_refused(tmp_path, data_dir):
     proc = _benchmark(tmp_path, data_dir, "--int8_recipes=default,fastest")
     assert proc.returncode == 2
     assert "--int8_recipes" in proc.stderr and "reduce_range" in proc.stderr
+
+
+def test_emulated_export_outside_the_recipes_is_refused(tmp_path, data_dir):
+    # Checked before QEMU is looked for, so this runs without it.
+    proc = _benchmark(tmp_path, data_dir, "--emulate_cpus=EPYC-v1",
+                      "--emulate_exports=int8,int8_compact")
+    assert proc.returncode == 2
+    assert "--emulate_exports" in proc.stderr and "int8_<recipe>" in proc.stderr
 
 
 def test_peer_timing_loop_on_our_own_files():
