@@ -55,8 +55,8 @@ def test_emulated_avx2_cpu_takes_the_saturating_int8_kernel(tmp_path):
     script.write_text(SATURATION)
     proc = subprocess.run(
         emulated_cpu.qemu_command(AVX2_CPU) + [sys.executable, str(script)],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
-        check=True, timeout=600)
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+        text=True, check=True, timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "AVX2" in result["isa"] and "AVX-512" not in result["isa"]
     assert "AVX-512 VNNI" not in result["isa"]
