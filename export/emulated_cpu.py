@@ -61,6 +61,25 @@ def qemu_command(cpu):
     return [path, "-cpu", cpu]
 
 
+def check_cpu(cpu):
+    """Checks that QEMU emulates `cpu` (a model name, optionally with ``,+feature`` options).
+
+    Cheap (``qemu-x86_64 -cpu help``), so a long benchmark can call it before its first step.
+
+    Raises:
+        FileNotFoundError: QEMU is missing (with the install command).
+        ValueError: QEMU has no such CPU model (naming some it has).
+    """
+    command = qemu_command(cpu)
+    listing = subprocess.run([command[0], "-cpu", "help"], capture_output=True, text=True,
+                             check=False, timeout=60).stdout
+    models = {line.split()[1] for line in listing.splitlines()
+              if line.startswith("x86 ") and len(line.split()) > 1}
+    if cpu.split(",")[0] not in models:
+        raise ValueError(f"QEMU has no CPU model {cpu!r}; list them with `{QEMU} -cpu help` "
+                         "(e.g. EPYC-v1 for Zen 1, Haswell-v4: both AVX2 without VNNI).")
+
+
 def predict_logits(model_dirs, texts, cpu, threads=None, timeout=7200):
     """Logits of each exported folder for `texts`, computed on the emulated `cpu`.
 
@@ -85,6 +104,7 @@ def predict_logits(model_dirs, texts, cpu, threads=None, timeout=7200):
     """
     import numpy as np
 
+    check_cpu(cpu)
     command = qemu_command(cpu)
     with tempfile.TemporaryDirectory(prefix="emulated_cpu_") as work:
         work = pathlib.Path(work)
@@ -96,9 +116,6 @@ def predict_logits(model_dirs, texts, cpu, threads=None, timeout=7200):
             cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=timeout)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-            if "unable to find CPU model" in proc.stderr:
-                raise ValueError(f"QEMU has no CPU model {cpu!r}; list them with "
-                                 f"`{QEMU} -cpu help` (e.g. EPYC-v1, Haswell-v4).")
             raise RuntimeError(f"The predictor failed on the emulated {cpu} CPU:\n{tail}")
         with np.load(work / "logits.npz") as data:
             logits = {name: data[name] for name in model_dirs}

@@ -17,11 +17,13 @@ from tests.export_helpers import exported, tiny_classifier
 pytestmark = pytest.mark.usefixtures("data_dir")
 
 
-def _benchmark(tmp_path, data_dir, *args):
+def _benchmark(tmp_path, data_dir, *args, path_first=None):
     model = tmp_path / "model.keras"
     if not model.exists():
         tiny_classifier("exact").save(model)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if path_first:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
     # The benchmark's own int8 export gate asks 95 % agreement; this untrained model's labels
     # sit near ties, so 16 verification texts let one flip fail it: 64 allow three.
     return subprocess.run(
@@ -72,6 +74,7 @@ def test_recipes_side_by_side_with_agreement_intervals(tmp_path, data_dir):
             assert emulated[name]["n"] == 16
             assert 0.0 <= emulated[name]["same_labels_as_host"] <= 1.0
         assert set(results["targets"]["int8_label_agreement_emulated"]) == {"EPYC-v1"}
+        assert results["emulation_pending"] == []
         assert "emulated CPUs" in (tmp_path / "out" / "results.md").read_text()
     text = (tmp_path / "out" / "results.md").read_text()
     assert "| int8_reduce_range |" in text and "95% CI" in text
@@ -94,6 +97,41 @@ def test_emulated_export_outside_the_recipes_is_refused(tmp_path, data_dir):
                       "--emulate_exports=int8,int8_compact")
     assert proc.returncode == 2
     assert "--emulate_exports" in proc.stderr and "int8_<recipe>" in proc.stderr
+
+
+def _failing_qemu(folder):
+    """A stand-in QEMU that lists EPYC-v1 but whose emulated runs fail."""
+    fake = folder / "qemu-x86_64"
+    folder.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nif [ "$2" = help ]; then echo "x86 EPYC-v1   AMD EPYC"; exit 0; fi\n'
+                    'echo "emulated run died" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    return folder
+
+
+def test_unknown_emulated_cpu_is_refused_before_any_work(tmp_path, data_dir):
+    proc = _benchmark(tmp_path, data_dir, "--emulate_cpus=EPYC-v1,Pentium-9000",
+                      path_first=_failing_qemu(tmp_path / "bin"))
+    assert proc.returncode != 0
+    assert "Pentium-9000" in proc.stderr and "qemu-x86_64 -cpu help" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_host_results_are_on_disk_before_the_emulated_phase(tmp_path, data_dir):
+    # The emulated phase takes hours at full size; a run that dies there (here: QEMU fails)
+    # keeps the host's timings and agreement, and says which CPU was not measured.
+    proc = _benchmark(tmp_path, data_dir, "--emulate_cpus=EPYC-v1", "--emulate_exports=int8",
+                      path_first=_failing_qemu(tmp_path / "bin"))
+    assert proc.returncode != 0
+    assert "EPYC-v1" in proc.stderr and "emulated run died" in proc.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {r["backend"] for r in results["latency"]} == {"keras", "onnx_fp32", "onnx_int8"}
+    assert results["agreement"]["int8"]["n"] == 16
+    assert results["agreement_emulated"] == {}
+    assert results["emulation_pending"] == ["EPYC-v1"]
+    assert "Not measured yet (still running, or stopped): EPYC-v1." in (
+        tmp_path / "out" / "results.md").read_text()
 
 
 def test_peer_timing_loop_on_our_own_files():
