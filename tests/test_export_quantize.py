@@ -212,6 +212,7 @@ def test_blockwise_int8_quantises_activations_per_token(tmp_path):
         "compact": (quantize_lib.INT8_RECIPES["compact"], 0),
         "blockwise": (quantize_lib.INT8_RECIPES["blockwise"], matmuls),
         "default": (quantize_lib.INT8_RECIPES["default"], ffn_outputs),
+        "first_2": ({**quantize_lib.INT8_RECIPES["default"], "blockwise_layers": 2}, 2),
         "float_attention": ({"matmul_block_size": 32, "quantize_attention": False}, matmuls),
     }
     errors = {}
@@ -220,6 +221,11 @@ def test_blockwise_int8_quantises_activations_per_token(tmp_path):
         quantize_lib.quantize_int8(src, dst, **options)
         graph = onnx.load(dst).graph
         assert sum(n.op_type == "MatMulNBits" for n in graph.node) == blockwise_count, name
+        if name == "first_2":  # the lowest layers' feed-forward outputs, in graph order
+            per_token = [n.name for n in graph.node if n.op_type == "MatMulNBits"]
+            assert ["transformer_layer_0_" in per_token[0], "transformer_layer_1_" in
+                    per_token[1]] == [True, True], per_token
+            assert all("feedforward_output" in n for n in per_token), per_token
         # No float MatMul of a weight is left: the rest went to dynamic int8.
         assert not any(n.op_type in ("MatMul", "Gemm") and n.input[1] in constants
                        for n in graph.node), name
@@ -242,6 +248,11 @@ def test_blockwise_block_size_is_checked(tmp_path):
         with pytest.raises(ValueError, match="one of 16, 32, 64, 128, 256"):
             quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
                                        matmul_block_size=size)
+    for layers, scope in ((0, "ffn_output"), (True, "ffn_output"), (2, "all")):
+        with pytest.raises(ValueError, match="blockwise_layers"):
+            quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
+                                       matmul_block_size=32, blockwise=scope,
+                                       blockwise_layers=layers)
     with pytest.raises(ValueError, match="blockwise must be one of"):
         quantize_lib.quantize_int8(str(folder / "model.onnx"), str(tmp_path / "x.onnx"),
                                    matmul_block_size=32, blockwise="attention")
