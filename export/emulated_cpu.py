@@ -62,7 +62,8 @@ def qemu_command(cpu):
 
 
 def check_cpu(cpu):
-    """Checks that QEMU emulates `cpu` (a model name, optionally with ``,+feature`` options).
+    """`qemu_command(cpu)`, after checking that QEMU emulates `cpu` (a model name, optionally
+    with ``,+feature`` options).
 
     Cheap (``qemu-x86_64 -cpu help``), so a long benchmark can call it before its first step.
 
@@ -78,6 +79,7 @@ def check_cpu(cpu):
     if cpu.split(",")[0] not in models:
         raise ValueError(f"QEMU has no CPU model {cpu!r}; list them with `{QEMU} -cpu help` "
                          "(e.g. EPYC-v1 for Zen 1, Haswell-v4: both AVX2 without VNNI).")
+    return command
 
 
 def predict_logits(model_dirs, texts, cpu, threads=None, timeout=7200):
@@ -104,8 +106,7 @@ def predict_logits(model_dirs, texts, cpu, threads=None, timeout=7200):
     """
     import numpy as np
 
-    check_cpu(cpu)
-    command = qemu_command(cpu)
+    command = check_cpu(cpu)
     with tempfile.TemporaryDirectory(prefix="emulated_cpu_") as work:
         work = pathlib.Path(work)
         job = {"model_dirs": {k: os.fspath(v) for k, v in model_dirs.items()},

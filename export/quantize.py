@@ -296,11 +296,11 @@ INT8_RECIPES = {
     # (MatMulNBits ran one of these matmuls 1.4-2.8x slower than dynamic int8 on Zen 4).
     "blockwise": {"weight_type": "int8", "matmul_block_size": 32},
     # The default with blocks of 256 input channels in the feed-forward outputs: MatMulNBits
-    # ran 11-17 % faster than at 128 on one such matmul (Zen 4), the model 3-5 % faster, but
+    # ran 9-17 % faster than at 128 on one such matmul (Zen 4), the model 1-5 % faster, but
     # it kept 99.3 % of Keras' labels against the default's 99.5 % (BUILD_NOTES).
     "ffn_output_block_256": {**DEFAULT_INT8_RECIPE, "matmul_block_size": 256},
     # The default with per-token feed-forward outputs in layers 0-2 only (their activations
-    # carry the largest outliers): half the MatMulNBits work, 7-8 % faster than the default,
+    # carry the largest outliers): half the MatMulNBits work, 6-8 % faster than the default,
     # but 99.2 % of Keras' labels against its 99.5 % (Zen 4, BUILD_NOTES).
     "ffn_output_first_3": {**DEFAULT_INT8_RECIPE, "blockwise_layers": 3},
 }
